@@ -1,0 +1,118 @@
+package membership
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// DefaultTTL is how long a registration outlives its node: long enough to
+// ride out a GC pause or a brief etcd election, short enough that a dead
+// node leaves the ring within seconds.
+const DefaultTTL = 5 * time.Second
+
+// Registration keeps one node registered until Close.
+type Registration struct {
+	cli    *clientv3.Client
+	key    string
+	value  []byte
+	ttl    time.Duration
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	leaseID clientv3.LeaseID
+}
+
+// Register publishes m under kind with a lease of ttl, and keeps it alive in
+// the background, registering again with a new lease whenever the lease is
+// lost. The first registration is synchronous: when Register returns without
+// error, the node is visible to watchers.
+func Register(ctx context.Context, cli *clientv3.Client, kind Kind, m Member, ttl time.Duration, log *slog.Logger) (*Registration, error) {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	value, err := json.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.Background())
+	r := &Registration{cli: cli, key: kind.Key(m.ID), value: value, ttl: ttl, log: log, cancel: cancel, done: make(chan struct{})}
+	ka, err := r.grant(ctx)
+	if err != nil {
+		cancel()
+		return nil, fmt.Errorf("register %s: %w", r.key, err)
+	}
+	go r.keepAlive(rctx, ka)
+	return r, nil
+}
+
+func (r *Registration) grant(ctx context.Context) (<-chan *clientv3.LeaseKeepAliveResponse, error) {
+	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	lease, err := r.cli.Grant(gctx, int64((r.ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.cli.Put(gctx, r.key, string(r.value), clientv3.WithLease(lease.ID)); err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.leaseID = lease.ID
+	r.mu.Unlock()
+	// The keep-alive stream lives as long as the registration, not the
+	// caller's context.
+	return r.cli.KeepAlive(clientv3.WithRequireLeader(context.Background()), lease.ID)
+}
+
+func (r *Registration) keepAlive(ctx context.Context, ka <-chan *clientv3.LeaseKeepAliveResponse) {
+	defer close(r.done)
+	for {
+		for ka != nil {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-ka:
+				if !ok {
+					ka = nil
+				}
+			}
+		}
+		r.log.Warn("registration lease lost, registering again", "key", r.key)
+		backoff := 200 * time.Millisecond
+		for ka == nil {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			var err error
+			if ka, err = r.grant(ctx); err != nil {
+				r.log.Warn("register again failed", "key", r.key, "err", err)
+				ka = nil
+				backoff = min(2*backoff, 3*time.Second)
+			}
+		}
+		r.log.Info("registered again", "key", r.key)
+	}
+}
+
+// Close stops keeping the registration alive and revokes its lease, so
+// watchers see the node leave at once.
+func (r *Registration) Close(ctx context.Context) error {
+	r.cancel()
+	<-r.done
+	r.mu.Lock()
+	id := r.leaseID
+	r.mu.Unlock()
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	_, err := r.cli.Revoke(cctx, id)
+	return err
+}

@@ -1,0 +1,65 @@
+package router
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/filter"
+)
+
+// CreateFilter stores a new filter; the server assigns its id and the
+// minute it counts from.
+func (r *Router) CreateFilter(ctx context.Context, req *adclickv1.CreateFilterRequest) (*adclickv1.Filter, error) {
+	if req.GetFilter() == nil {
+		return nil, status.Error(codes.InvalidArgument, `filter is required, e.g. {"countries": ["US"]}`)
+	}
+	f, err := r.store.Create(ctx, filter.FromProto(req.GetFilter()))
+	if err != nil {
+		return nil, storeError(ctx, err, 0)
+	}
+	r.log.Info("filter created", "id", f.ID, "effective_from", formatMinute(f.EffectiveFrom))
+	return f.ToProto(), nil
+}
+
+// ListFilters lists the stored filters.
+func (r *Router) ListFilters(ctx context.Context, _ *adclickv1.ListFiltersRequest) (*adclickv1.ListFiltersResponse, error) {
+	fs, err := r.store.List(ctx)
+	if err != nil {
+		return nil, storeError(ctx, err, 0)
+	}
+	resp := &adclickv1.ListFiltersResponse{Filters: make([]*adclickv1.Filter, 0, len(fs))}
+	for _, f := range fs {
+		resp.Filters = append(resp.Filters, f.ToProto())
+	}
+	return resp, nil
+}
+
+// DeleteFilter deletes a filter; its counts stay stored but are no longer
+// queryable by its id.
+func (r *Router) DeleteFilter(ctx context.Context, req *adclickv1.DeleteFilterRequest) (*adclickv1.DeleteFilterResponse, error) {
+	if req.GetId() <= 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "filter id is %d; want the id of a filter (> 0; filter 0, all clicks, cannot be deleted)", req.GetId())
+	}
+	if err := r.store.Delete(ctx, req.GetId()); err != nil {
+		return nil, storeError(ctx, err, req.GetId())
+	}
+	r.log.Info("filter deleted", "id", req.GetId())
+	return &adclickv1.DeleteFilterResponse{}, nil
+}
+
+// storeError maps a filter store error to a status a person can act on.
+func storeError(ctx context.Context, err error, id int64) error {
+	switch {
+	case errors.Is(err, filter.ErrInvalid):
+		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, filter.ErrNotFound):
+		return status.Errorf(codes.NotFound, "filter %d does not exist (list them with GET /v1/filters)", id)
+	case ctx.Err() != nil:
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	return status.Errorf(codes.Unavailable, "filter store unavailable: %v; retry later", err)
+}

@@ -1,0 +1,219 @@
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+
+	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/filter"
+	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
+)
+
+// MemberSource tells the registered nodes of one kind (membership.Watcher).
+// Implementations are safe for concurrent use.
+type MemberSource interface {
+	// Members returns the nodes sorted by ID; the caller does not modify it.
+	Members() []membership.Member
+	// Subscribe returns a channel that receives a value after changes.
+	Subscribe() <-chan struct{}
+}
+
+// FilterSource tells the filters in effect (filter.Watcher). Safe for
+// concurrent use.
+type FilterSource interface {
+	Current() *filter.Set
+}
+
+// FilterStore creates, lists and deletes filters (filter.Store).
+type FilterStore interface {
+	Create(ctx context.Context, f filter.Filter) (filter.Filter, error)
+	List(ctx context.Context) ([]filter.Filter, error)
+	Delete(ctx context.Context, id int64) error
+}
+
+// Deps are the router's collaborators. Clock defaults to the wall clock, Log
+// to slog.Default(); a nil Reg registers no metrics. The rest are required.
+type Deps struct {
+	Clock       clock.Clock
+	Log         *slog.Logger
+	Reg         prometheus.Registerer
+	Aggregators MemberSource
+	Reducers    MemberSource
+	Filters     FilterSource
+	FilterStore FilterStore
+}
+
+// Router serves adclickv1.IngestService, QueryService and FilterService.
+// Safe for concurrent use: request handlers read the routing table through
+// an atomic pointer; only Run replaces it.
+type Router struct {
+	adclickv1.UnimplementedIngestServiceServer
+	adclickv1.UnimplementedQueryServiceServer
+	adclickv1.UnimplementedFilterServiceServer
+
+	cfg     Config
+	clock   clock.Clock
+	log     *slog.Logger
+	m       *metrics
+	aggs    MemberSource
+	reds    MemberSource
+	filters FilterSource
+	store   FilterStore
+
+	aggChanges <-chan struct{}
+	redChanges <-chan struct{}
+
+	table    atomic.Pointer[table]
+	tableMu  sync.Mutex // serializes rebuilds
+	aggConns *connPool
+	redConns *connPool
+	nextRed  atomic.Uint64 // rotates the first reducer asked
+}
+
+// table is one immutable routing snapshot: the ring and, by ring index, the
+// client of each member (or why there is none).
+type table struct {
+	ring    *ring.Ring
+	clients []clusterv1.AggregatorServiceClient
+	errs    []error
+}
+
+// New returns a router following deps.Aggregators; call Run to keep
+// following changes, and Close when done.
+func New(cfg Config, deps Deps) (*Router, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("router config: %w", err)
+	}
+	if deps.Aggregators == nil || deps.Reducers == nil || deps.Filters == nil || deps.FilterStore == nil {
+		return nil, errors.New("router: Deps.Aggregators, Reducers, Filters and FilterStore are required")
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.Real{}
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	r := &Router{
+		cfg:      cfg,
+		clock:    deps.Clock,
+		log:      deps.Log,
+		m:        newMetrics(deps.Reg),
+		aggs:     deps.Aggregators,
+		reds:     deps.Reducers,
+		filters:  deps.Filters,
+		store:    deps.FilterStore,
+		aggConns: newConnPool(),
+		redConns: newConnPool(),
+	}
+	// Subscribe before the first read so no change falls in between.
+	r.aggChanges = r.aggs.Subscribe()
+	r.redChanges = r.reds.Subscribe()
+	r.rebuild()
+	return r, nil
+}
+
+// Register registers the three public services on s.
+func (r *Router) Register(s grpc.ServiceRegistrar) {
+	adclickv1.RegisterIngestServiceServer(s, r)
+	adclickv1.RegisterQueryServiceServer(s, r)
+	adclickv1.RegisterFilterServiceServer(s, r)
+}
+
+// Run follows membership changes, rebuilding the ring when aggregators
+// change and closing connections to departed reducers, until ctx is done.
+func (r *Router) Run(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-r.aggChanges:
+			r.rebuild()
+		case <-r.redChanges:
+			r.pruneReducers()
+		}
+	}
+}
+
+// rebuild installs a routing table for the current aggregators and closes
+// connections to aggregators that left. Requests still using the old table
+// on such a connection fail with Unavailable and are retried by clients.
+func (r *Router) rebuild() {
+	r.tableMu.Lock()
+	defer r.tableMu.Unlock()
+	rg := ring.New(r.aggs.Members())
+	t := &table{
+		ring:    rg,
+		clients: make([]clusterv1.AggregatorServiceClient, rg.Len()),
+		errs:    make([]error, rg.Len()),
+	}
+	keep := make(map[string]bool, rg.Len())
+	for i, m := range rg.Members() {
+		keep[m.Addr] = true
+		conn, err := r.aggConns.get(m.Addr)
+		if err != nil {
+			t.errs[i] = err
+			continue
+		}
+		t.clients[i] = clusterv1.NewAggregatorServiceClient(conn)
+	}
+	old := r.table.Swap(t)
+	r.aggConns.retain(keep)
+	r.m.ringMembers.Set(float64(rg.Len()))
+	if old == nil || !sameMembers(old.ring.Members(), rg.Members()) {
+		r.log.Info("aggregator ring rebuilt", "members", memberIDs(rg.Members()))
+	}
+}
+
+func (r *Router) pruneReducers() {
+	keep := map[string]bool{}
+	for _, m := range r.reds.Members() {
+		keep[m.Addr] = true
+	}
+	r.redConns.retain(keep)
+}
+
+// Close closes every client connection. Requests in flight fail.
+func (r *Router) Close() error {
+	return errors.Join(r.aggConns.close(), r.redConns.close())
+}
+
+func sameMembers(a, b []membership.Member) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func memberIDs(ms []membership.Member) []string {
+	out := make([]string, len(ms))
+	for i, m := range ms {
+		out[i] = m.ID + "@" + m.Addr
+	}
+	return out
+}
+
+// The etcd-backed implementations satisfy the interfaces.
+var (
+	_ MemberSource = (*membership.Watcher)(nil)
+	_ FilterSource = (*filter.Watcher)(nil)
+	_ FilterStore  = (*filter.Store)(nil)
+
+	_ adclickv1.IngestServiceServer = (*Router)(nil)
+	_ adclickv1.QueryServiceServer  = (*Router)(nil)
+	_ adclickv1.FilterServiceServer = (*Router)(nil)
+)

@@ -43,7 +43,6 @@ func TestNormalize(t *testing.T) {
 	}
 }
 
-
 func TestMatch(t *testing.T) {
 	ip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
 	tests := []struct {

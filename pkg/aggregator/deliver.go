@@ -1,0 +1,206 @@
+package aggregator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/membership"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+)
+
+// minBackoff is the first retry delay towards a failing reducer.
+const minBackoff = 20 * time.Millisecond
+
+// deliver runs one sender per registered reducer, following membership
+// changes, until ctx is done; it returns after every sender has stopped.
+// Only one deliver runs at a time (see deliverSem).
+func (a *Aggregator) deliver(ctx context.Context) {
+	type running struct {
+		addr   string
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	senders := map[string]*running{}
+	stop := func(id string) {
+		r := senders[id]
+		r.cancel()
+		<-r.done
+		delete(senders, id)
+	}
+	reconcile := func() {
+		members := a.reducers.Members()
+		ids := make([]string, 0, len(members))
+		want := make(map[string]membership.Member, len(members))
+		for _, m := range members {
+			ids = append(ids, m.ID)
+			want[m.ID] = m
+		}
+		for id, r := range senders {
+			if m, ok := want[id]; !ok || m.Addr != r.addr {
+				stop(id)
+			}
+		}
+		a.ob.setMembers(ids)
+		for _, m := range members {
+			if _, ok := senders[m.ID]; ok {
+				continue
+			}
+			sctx, cancel := context.WithCancel(ctx)
+			r := &running{addr: m.Addr, cancel: cancel, done: make(chan struct{})}
+			senders[m.ID] = r
+			go func() {
+				defer close(r.done)
+				a.send(sctx, m)
+			}()
+		}
+	}
+	reconcile()
+	for {
+		select {
+		case <-a.memberCh:
+			reconcile()
+		case <-ctx.Done():
+			for id := range senders {
+				stop(id)
+			}
+			return
+		}
+	}
+}
+
+// send delivers the outbox to one reducer, in order, until ctx is done. It
+// never skips a partial: a failed call is retried with capped backoff.
+func (a *Aggregator) send(ctx context.Context, m membership.Member) {
+	log := a.log.With("reducer", m.ID, "addr", m.Addr)
+	conn, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		// Only a malformed address fails here; membership must change to fix it.
+		log.Error("cannot deliver partials: bad reducer address", "err", err)
+		return
+	}
+	defer conn.Close()
+	client := clusterv1.NewReducerServiceClient(conn)
+	wake := make(chan struct{}, 1)
+	a.ob.addWaker(wake)
+	defer a.ob.removeWaker(wake)
+	delivered := a.m.delivered.WithLabelValues(m.ID)
+	errs := a.m.deliverErrors.WithLabelValues(m.ID)
+
+	backoff := minBackoff
+	wait := func(d time.Duration) bool {
+		t := time.NewTimer(d)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	for ctx.Err() == nil {
+		batch, err := a.ob.batch(m.ID, a.cfg.DeliverBatch, a.cfg.PartialMaxCounts)
+		if err != nil {
+			errs.Inc()
+			log.Error("cannot deliver partials", "err", err)
+			if !wait(a.cfg.DeliverBackoffMax) {
+				return
+			}
+			continue
+		}
+		if len(batch) == 0 {
+			select {
+			case <-wake:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		through, err := a.apply(ctx, client, batch)
+		if err != nil && ctx.Err() == nil {
+			errs.Inc()
+			log.Warn("apply failed; retrying", "from_sequence", batch[0].Sequence, "partials", len(batch), "retry_in", backoff, "err", err)
+		}
+		progress := 0
+		if through.ok {
+			progress = a.ob.ack(m.ID, through.seq)
+			delivered.Add(float64(progress))
+		}
+		if progress > 0 {
+			backoff = minBackoff
+			continue
+		}
+		// No progress: an error, or a reducer asking for a resend. Back off
+		// so that a failing or confused reducer is not hammered.
+		if !wait(backoff) {
+			return
+		}
+		backoff = min(2*backoff, a.cfg.DeliverBackoffMax)
+	}
+}
+
+type appliedThrough struct {
+	seq uint64
+	ok  bool
+}
+
+// apply sends one batch and returns the reducer's applied_through, also
+// when it comes with FAILED_PRECONDITION (the reducer is missing earlier
+// partials; it puts an ApplyResponse in the status details).
+func (a *Aggregator) apply(ctx context.Context, client clusterv1.ReducerServiceClient, batch []*clusterv1.Partial) (appliedThrough, error) {
+	cctx, cancel := context.WithTimeout(ctx, a.cfg.DeliverTimeout)
+	defer cancel()
+	resp, err := client.Apply(cctx, &clusterv1.ApplyRequest{
+		AggregatorId: a.cfg.NodeID,
+		Incarnation:  a.incarnation,
+		Partials:     batch,
+	})
+	if err == nil {
+		return appliedThrough{seq: resp.GetAppliedThrough(), ok: true}, nil
+	}
+	if st, ok := status.FromError(err); ok && st.Code() == codes.FailedPrecondition {
+		for _, d := range st.Details() {
+			if r, ok := d.(*clusterv1.ApplyResponse); ok {
+				return appliedThrough{seq: r.GetAppliedThrough(), ok: true}, err
+			}
+		}
+	}
+	return appliedThrough{}, err
+}
+
+// waitDelivered waits until the outbox is empty (every registered reducer
+// acknowledged everything) or ctx ends.
+func (a *Aggregator) waitDelivered(ctx context.Context) error {
+	for {
+		ch := a.ob.changes()
+		n := a.ob.retained()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return fmt.Errorf("%d partials not yet acknowledged by every registered reducer: %w", n, ctx.Err())
+		}
+	}
+}
+
+var errBusy = errors.New("aggregator: Run is already running")
+
+// sem is a one-slot semaphore that can be tried without blocking.
+type sem chan struct{}
+
+func (s sem) tryAcquire() bool {
+	select {
+	case s <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s sem) release() { <-s }

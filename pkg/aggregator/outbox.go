@@ -1,0 +1,203 @@
+package aggregator
+
+import (
+	"fmt"
+	"sync"
+
+	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/window"
+)
+
+// outbox keeps emitted partials until every registered reducer has
+// acknowledged them. Safe for concurrent use.
+type outbox struct {
+	mu      sync.Mutex
+	parts   []*clusterv1.Partial // retained; parts[i].Sequence == first+i
+	first   uint64               // sequence of parts[0]; == next when empty
+	next    uint64               // sequence of the next partial appended
+	acked   map[string]uint64    // registered reducer -> highest sequence it acknowledged
+	wakers  map[chan struct{}]struct{}
+	changed chan struct{} // closed and replaced when acks or membership change
+	m       *metrics
+}
+
+func newOutbox(m *metrics) *outbox {
+	return &outbox{
+		first:   1,
+		next:    1,
+		acked:   make(map[string]uint64),
+		wakers:  make(map[chan struct{}]struct{}),
+		changed: make(chan struct{}),
+		m:       m,
+	}
+}
+
+// add assigns the next sequences to ps, keeps them, and wakes the senders.
+func (o *outbox) add(ps []window.Partial) {
+	if len(ps) == 0 {
+		return
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, p := range ps {
+		o.parts = append(o.parts, toProto(p, o.next))
+		o.next++
+	}
+	o.m.outbox.Set(float64(len(o.parts)))
+	for ch := range o.wakers {
+		select {
+		case ch <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+	}
+}
+
+// toProto converts p with one allocation for all its counts.
+func toProto(p window.Partial, seq uint64) *clusterv1.Partial {
+	out := &clusterv1.Partial{Sequence: seq, Minute: p.Minute, ClosesMinute: p.Closes}
+	if len(p.Counts) > 0 {
+		slab := make([]clusterv1.Count, len(p.Counts))
+		out.Counts = make([]*clusterv1.Count, len(p.Counts))
+		for i, c := range p.Counts {
+			slab[i].Filter, slab[i].AdId, slab[i].Count = c.Filter, c.Ad, c.N
+			out.Counts[i] = &slab[i]
+		}
+	}
+	return out
+}
+
+// retained is the number of partials kept.
+func (o *outbox) retained() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return len(o.parts)
+}
+
+// changes returns a channel closed at the next ack or membership change.
+func (o *outbox) changes() <-chan struct{} {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.changed
+}
+
+// notifyLocked wakes everyone waiting on changes. o.mu must be held.
+func (o *outbox) notifyLocked() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+func (o *outbox) notify() {
+	o.mu.Lock()
+	o.notifyLocked()
+	o.mu.Unlock()
+}
+
+// setMembers makes ids the registered reducers: a new one starts after the
+// oldest retained partial, a gone one is forgotten.
+func (o *outbox) setMembers(ids []string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	keep := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		keep[id] = true
+		if _, ok := o.acked[id]; !ok {
+			o.acked[id] = o.first - 1
+		}
+	}
+	for id := range o.acked {
+		if !keep[id] {
+			delete(o.acked, id)
+		}
+	}
+	o.trimLocked()
+	o.notifyLocked()
+}
+
+// ack records that reducer id has applied everything through seq (which may
+// be lower than before: a reducer that lost state asks for a resend). It
+// returns how many partials are newly acknowledged.
+func (o *outbox) ack(id string, seq uint64) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	prev, ok := o.acked[id]
+	if !ok {
+		return 0 // no longer registered
+	}
+	seq = min(seq, o.next-1)
+	o.acked[id] = seq
+	if seq != prev {
+		o.trimLocked()
+		o.notifyLocked()
+	}
+	return max(0, int(seq)-int(prev))
+}
+
+// trimLocked drops partials every registered reducer has acknowledged.
+func (o *outbox) trimLocked() {
+	if len(o.acked) == 0 {
+		return // nobody to deliver to yet: keep everything
+	}
+	low := o.next - 1
+	for _, s := range o.acked {
+		low = min(low, s)
+	}
+	if low < o.first {
+		return
+	}
+	n := int(low - o.first + 1)
+	clear(o.parts[:n])
+	o.parts = o.parts[n:]
+	o.first += uint64(n)
+	if len(o.parts) == 0 {
+		o.parts = nil // let the backing array go
+	}
+	o.m.outbox.Set(float64(len(o.parts)))
+}
+
+// errGone is returned by batch when a reducer asks for partials no longer retained.
+type errGone struct{ want, first uint64 }
+
+func (e errGone) Error() string {
+	return fmt.Sprintf("reducer needs partials from sequence %d but the oldest retained is %d: they were dropped after every reducer registered at the time acknowledged them", e.want, e.first)
+}
+
+// batch returns the partials reducer id needs next: consecutive, at most
+// maxParts of them and, beyond the first, at most maxCounts counts in all.
+// It returns nothing when the reducer is up to date or not registered.
+func (o *outbox) batch(id string, maxParts, maxCounts int) ([]*clusterv1.Partial, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	acked, ok := o.acked[id]
+	if !ok || acked+1 >= o.next {
+		return nil, nil
+	}
+	if acked+1 < o.first {
+		return nil, errGone{want: acked + 1, first: o.first}
+	}
+	i := int(acked + 1 - o.first)
+	counts := 0
+	var out []*clusterv1.Partial
+	for ; i < len(o.parts) && len(out) < maxParts; i++ {
+		n := len(o.parts[i].Counts)
+		if len(out) > 0 && counts+n > maxCounts {
+			break
+		}
+		counts += n
+		out = append(out, o.parts[i])
+	}
+	return out, nil
+}
+
+// addWaker registers a channel that receives a value (coalesced) when
+// partials are added.
+func (o *outbox) addWaker(ch chan struct{}) {
+	o.mu.Lock()
+	o.wakers[ch] = struct{}{}
+	o.mu.Unlock()
+}
+
+func (o *outbox) removeWaker(ch chan struct{}) {
+	o.mu.Lock()
+	delete(o.wakers, ch)
+	o.mu.Unlock()
+}

@@ -1,0 +1,142 @@
+package dedup
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+func TestAdd(t *testing.T) {
+	type op struct {
+		minute int64
+		id     string
+		want   bool
+	}
+	long := strings.Repeat("x", 300)
+	tests := []struct {
+		name string
+		ops  []op
+	}{
+		{name: "new then duplicate", ops: []op{{60, "a", true}, {60, "a", false}, {60, "b", true}}},
+		{name: "same id in other minute is a separate key", ops: []op{{60, "a", true}, {120, "a", true}, {60, "a", false}, {120, "a", false}}},
+		{name: "empty and long ids", ops: []op{{0, "", true}, {0, "", false}, {0, long, true}, {0, long, false}, {0, long[:255], true}, {0, long[:255], false}}},
+		{name: "ids that are prefixes of each other", ops: []op{{60, "ab", true}, {60, "a", true}, {60, "abc", true}, {60, "ab", false}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := New()
+			for i, o := range tt.ops {
+				if got := s.Add(o.minute, o.id); got != o.want {
+					t.Fatalf("op %d Add(%d, %.10q) = %v, want %v", i, o.minute, o.id, got, o.want)
+				}
+			}
+		})
+	}
+}
+
+// TestCollisions forces every id onto one hash: the set must stay exact.
+func TestCollisions(t *testing.T) {
+	old := hashID
+	hashID = func(string) uint64 { return 42 }
+	t.Cleanup(func() { hashID = old })
+	s := New()
+	for round := range 2 {
+		for i := range 100 {
+			if got, want := s.Add(60, fmt.Sprint("id-", i)), round == 0; got != want {
+				t.Fatalf("round %d id %d: Add = %v, want %v", round, i, got, want)
+			}
+		}
+	}
+	if s.Len() != 100 {
+		t.Fatalf("Len = %d, want 100", s.Len())
+	}
+}
+
+// TestManyIDs crosses arena chunk boundaries and compares with a map.
+func TestManyIDs(t *testing.T) {
+	s := New()
+	truth := map[string]bool{}
+	for i := range 20000 {
+		id := fmt.Sprintf("click-%d-%s", i%15000, strings.Repeat("z", i%50))
+		want := !truth[id]
+		truth[id] = true
+		if got := s.Add(0, id); got != want {
+			t.Fatalf("Add(%q) = %v, want %v", id, got, want)
+		}
+	}
+	if s.Len() != len(truth) {
+		t.Fatalf("Len = %d, want %d", s.Len(), len(truth))
+	}
+}
+
+func TestForget(t *testing.T) {
+	s := New()
+	for m := int64(0); m < 5*60; m += 60 {
+		s.Add(m, "a")
+		s.Add(m, "b")
+	}
+	if got := s.Forget(180); got != 6 {
+		t.Fatalf("Forget dropped %d ids, want 6", got)
+	}
+	if s.Len() != 4 || s.Minutes() != 2 {
+		t.Fatalf("after Forget: Len %d Minutes %d, want 4 and 2", s.Len(), s.Minutes())
+	}
+	// A forgotten minute starts empty again; a kept one still remembers.
+	if !s.Add(120, "a") {
+		t.Fatal("id of a forgotten minute still remembered")
+	}
+	if s.Add(180, "a") {
+		t.Fatal("id of a kept minute forgotten")
+	}
+}
+
+func uuidLike(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012x", i, i*7919) }
+
+// BenchmarkDedup measures Add of new 36-byte ids (UUID-sized), a new minute
+// every million ids with the oldest minute forgotten, as in steady state.
+func BenchmarkDedup(b *testing.B) {
+	const perMinute = 1 << 20
+	ids := make([]string, perMinute)
+	for i := range ids {
+		ids[i] = uuidLike(i)
+	}
+	s := New()
+	b.ResetTimer()
+	for i := range b.N {
+		m := int64(i / perMinute)
+		if i%perMinute == 0 {
+			s.Forget((m - 1) * 60)
+		}
+		s.Add(m*60, ids[i%perMinute])
+	}
+}
+
+// TestMemoryPerID reports the heap retained per remembered id (run with -v);
+// it fails only if the figure is far above what doc.go states.
+func TestMemoryPerID(t *testing.T) {
+	if testing.Short() {
+		t.Skip("allocates ~25 MB")
+	}
+	const n = 1 << 18
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = uuidLike(i)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	s := New()
+	for _, id := range ids {
+		s.Add(0, id)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(after.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%.1f bytes per 36-byte id (%d ids)", per, s.Len())
+	if per > 100 {
+		t.Errorf("%.1f bytes per id, doc.go promises under 100", per)
+	}
+	runtime.KeepAlive(ids)
+	runtime.KeepAlive(s)
+}

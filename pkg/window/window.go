@@ -1,0 +1,203 @@
+package window
+
+import (
+	"slices"
+	"time"
+)
+
+// Key identifies one counter inside a minute.
+type Key struct {
+	Filter int64 // 0 = all clicks
+	Ad     string
+}
+
+// Count is a number of clicks to add for one key.
+type Count struct {
+	Key
+	N int64
+}
+
+// Partial is the content handed out for one minute.
+type Partial struct {
+	Minute int64 // unix seconds of the minute start
+	// Closes marks the one partial that closes Minute; content for Minute
+	// handed out after it is a correction.
+	Closes bool
+	Counts []Count
+}
+
+// Counter counts clicks per (minute, filter, ad) and closes minutes. It is
+// not safe for concurrent use: the owner serializes calls.
+type Counter struct {
+	lateness time.Duration
+	next     int64             // first minute not yet closed
+	open     map[int64]*counts // minutes >= next with counts
+	pending  map[int64]*counts // corrections for minutes < next
+	maxCount int               // counts per Partial
+}
+
+// New returns a counter whose first open minute is first. A minute m
+// closes once now >= m + 1m + lateness. maxCounts bounds the counts of one
+// Partial (a minute with more is handed out in several, only the last of
+// them closing it); it keeps a delivery under message size limits.
+func New(first int64, lateness time.Duration, maxCounts int) *Counter {
+	if maxCounts < 1 {
+		maxCounts = 1
+	}
+	return &Counter{
+		lateness: lateness,
+		next:     first,
+		open:     make(map[int64]*counts),
+		pending:  make(map[int64]*counts),
+		maxCount: maxCounts,
+	}
+}
+
+// Next is the first minute not yet closed.
+func (c *Counter) Next() int64 { return c.next }
+
+// OpenMinutes is the number of minutes not yet closed that hold counts.
+func (c *Counter) OpenMinutes() int { return len(c.open) }
+
+// PendingMinutes is the number of closed minutes with corrections not yet handed out.
+func (c *Counter) PendingMinutes() int { return len(c.pending) }
+
+// Add counts one click of ad in minute for filter 0 and for each of
+// filters, and reports whether the click is late (its minute is closed, so
+// it is counted as a correction). It does not allocate once the keys exist.
+func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
+	late = minute < c.next
+	set := c.open
+	if late {
+		set = c.pending
+	}
+	cs := set[minute]
+	if cs == nil {
+		cs = &counts{index: make(map[string]int32)}
+		set[minute] = cs
+	}
+	cs.add(ad, filters)
+	return late
+}
+
+// Close closes, in order, every minute m that is due at now (now >= m + 1m +
+// lateness) and returns their partials: for each closed minute, zero or more
+// non-closing partials followed by exactly one closing partial.
+func (c *Counter) Close(now time.Time) []Partial {
+	var out []Partial
+	for c.due(c.next, now) {
+		m := c.next
+		out = appendPartials(out, m, c.open[m], true, c.maxCount)
+		delete(c.open, m)
+		c.next += 60
+	}
+	return out
+}
+
+// due reports whether minute m may close at now.
+func (c *Counter) due(m int64, now time.Time) bool {
+	return !now.Before(time.Unix(m+60, 0).Add(c.lateness))
+}
+
+// Corrections hands out the pending corrections, in minute order, and
+// forgets them.
+func (c *Counter) Corrections() []Partial {
+	return c.takeAll(c.pending)
+}
+
+// Drain hands out everything counted and not yet handed out, corrections
+// and open minutes alike, as non-closing partials, and forgets it. Minutes
+// stay open: a drained counter used again keeps counting into them.
+// It is for shutdown, where content must reach reducers but minutes must
+// not be claimed closed early.
+func (c *Counter) Drain() []Partial {
+	out := c.takeAll(c.pending)
+	return append(out, c.takeAll(c.open)...)
+}
+
+func (c *Counter) takeAll(set map[int64]*counts) []Partial {
+	if len(set) == 0 {
+		return nil
+	}
+	minutes := make([]int64, 0, len(set))
+	for m := range set {
+		minutes = append(minutes, m)
+	}
+	slices.Sort(minutes)
+	var out []Partial
+	for _, m := range minutes {
+		out = appendPartials(out, m, set[m], false, c.maxCount)
+		delete(set, m)
+	}
+	return out
+}
+
+// counts holds one minute's counts: one row per ad (a single map lookup
+// per click), with the counts of matching filters inside the row.
+type counts struct {
+	index map[string]int32 // ad -> row
+	rows  []row
+	n     int // number of (filter, ad) counts
+}
+
+type row struct {
+	ad      string
+	all     int64 // filter 0
+	filters []filterCount
+}
+
+type filterCount struct {
+	filter int64
+	n      int64
+}
+
+func (cs *counts) add(ad string, filters []int64) {
+	i, ok := cs.index[ad]
+	if !ok {
+		i = int32(len(cs.rows))
+		cs.rows = append(cs.rows, row{ad: ad})
+		cs.index[ad] = i
+		cs.n++
+	}
+	r := &cs.rows[i]
+	r.all++
+next:
+	for _, f := range filters {
+		for j := range r.filters {
+			if r.filters[j].filter == f {
+				r.filters[j].n++
+				continue next
+			}
+		}
+		r.filters = append(r.filters, filterCount{filter: f, n: 1})
+		cs.n++
+	}
+}
+
+// appendPartials appends the counts of minute m as partials of at most max
+// counts each. With closes, the last one closes m, and an empty minute still
+// yields one (empty) closing partial; without, an empty minute yields none.
+func appendPartials(out []Partial, m int64, cs *counts, closes bool, max int) []Partial {
+	if cs == nil || cs.n == 0 {
+		if closes {
+			out = append(out, Partial{Minute: m, Closes: true})
+		}
+		return out
+	}
+	all := make([]Count, 0, cs.n)
+	for _, r := range cs.rows {
+		all = append(all, Count{Key: Key{Ad: r.ad}, N: r.all})
+		for _, f := range r.filters {
+			all = append(all, Count{Key: Key{Filter: f.filter, Ad: r.ad}, N: f.n})
+		}
+	}
+	for len(all) > 0 {
+		n := min(max, len(all))
+		out = append(out, Partial{Minute: m, Counts: all[:n:n]})
+		all = all[n:]
+	}
+	if closes {
+		out[len(out)-1].Closes = true
+	}
+	return out
+}

@@ -1,0 +1,217 @@
+package window
+
+import (
+	"maps"
+	"testing"
+	"time"
+
+	"github.com/adclick/adclick/pkg/clock"
+)
+
+const lateness = 15 * time.Second
+
+// base is the start of a minute.
+var base = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func minuteOf(t time.Time) int64 { return clock.Minute(t) }
+
+// sum folds partials into per-minute counts and checks the closing rules:
+// each minute closes at most once, in increasing order.
+func sum(t *testing.T, ps []Partial, into map[int64]map[Key]int64, closed *[]int64) {
+	t.Helper()
+	for _, p := range ps {
+		if p.Closes {
+			if n := len(*closed); n > 0 && p.Minute != (*closed)[n-1]+60 {
+				t.Fatalf("minute %d closed after %d: not in order", p.Minute, (*closed)[n-1])
+			}
+			*closed = append(*closed, p.Minute)
+		}
+		if into[p.Minute] == nil {
+			into[p.Minute] = map[Key]int64{}
+		}
+		for _, c := range p.Counts {
+			into[p.Minute][c.Key] += c.N
+		}
+	}
+}
+
+func TestClose(t *testing.T) {
+	first := minuteOf(base)
+	tests := []struct {
+		name       string
+		now        time.Time
+		wantClosed []int64
+	}{
+		{name: "before end", now: base.Add(59 * time.Second)},
+		{name: "at end, lateness not passed", now: base.Add(time.Minute + lateness - time.Nanosecond)},
+		{name: "exactly end plus lateness", now: base.Add(time.Minute + lateness), wantClosed: []int64{first}},
+		{name: "three minutes later, empty minutes close too", now: base.Add(3*time.Minute + lateness), wantClosed: []int64{first, first + 60, first + 120}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(first, lateness, 100)
+			c.Add(first, "ad", nil)
+			var closed []int64
+			got := map[int64]map[Key]int64{}
+			sum(t, c.Close(tt.now), got, &closed)
+			if !equalInts(closed, tt.wantClosed) {
+				t.Fatalf("closed %v, want %v", closed, tt.wantClosed)
+			}
+			if len(tt.wantClosed) > 0 && got[first][Key{Ad: "ad"}] != 1 {
+				t.Fatalf("closing partial of %d has counts %v, want ad:1", first, got[first])
+			}
+			// Closing again at the same time closes nothing more.
+			if ps := c.Close(tt.now); len(ps) != 0 {
+				t.Fatalf("second Close returned %d partials", len(ps))
+			}
+		})
+	}
+}
+
+func equalInts(a, b []int64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestStream drives a counter with a fake clock through on-time, late and
+// future clicks and compares everything handed out with ground truth.
+func TestStream(t *testing.T) {
+	clk := clock.NewFake(base.Add(10 * time.Second))
+	first := minuteOf(clk.Now().Add(-lateness)) // base - 1m
+	c := New(first, lateness, 3)                // small partials: splitting is exercised
+	truth := map[int64]map[Key]int64{}
+	got := map[int64]map[Key]int64{}
+	var closed []int64
+	var lateSeen, lateWant int
+
+	add := func(at time.Time, ad string, filters ...int64) {
+		m := minuteOf(at)
+		if truth[m] == nil {
+			truth[m] = map[Key]int64{}
+		}
+		truth[m][Key{Ad: ad}]++
+		for _, f := range filters {
+			truth[m][Key{Filter: f, Ad: ad}]++
+		}
+		if m < c.Next() {
+			lateWant++
+		}
+		if c.Add(m, ad, filters) {
+			lateSeen++
+		}
+	}
+	step := func() {
+		sum(t, c.Close(clk.Now()), got, &closed)
+		sum(t, c.Corrections(), got, &closed)
+	}
+
+	add(base.Add(-70*time.Second), "a")  // before first: late
+	add(base.Add(-30*time.Second), "a")  // first minute, open
+	add(base.Add(5*time.Second), "b", 7) // current minute
+	add(base.Add(65*time.Second), "c")   // next minute (future within 1m)
+	for _, ad := range []string{"d", "e", "f", "g"} {
+		add(base.Add(20*time.Second), ad, 1, 2)
+	}
+	step()
+	if len(closed) != 0 {
+		t.Fatalf("closed %v before any minute was due", closed)
+	}
+	clk.Add(20 * time.Second) // base+30s: first (base-1m) is due at base+15s
+	step()
+	if !equalInts(closed, []int64{first}) {
+		t.Fatalf("closed %v, want [%d]", closed, first)
+	}
+	add(base.Add(-10*time.Second), "a", 3) // first is closed now: late
+	add(base.Add(50*time.Second), "b")     // still open
+	clk.Add(5 * time.Minute)
+	step()
+	add(base.Add(10*time.Second), "z") // late after its minute closed
+	step()
+	clk.Add(10 * time.Minute)
+	step()
+
+	if n := c.OpenMinutes() + c.PendingMinutes(); n != 0 {
+		t.Fatalf("%d minutes still hold counts", n)
+	}
+	for m := first; m <= minuteOf(clk.Now().Add(-time.Minute-lateness)); m += 60 {
+		if i := int((m - first) / 60); i >= len(closed) || closed[i] != m {
+			t.Fatalf("minute %d not closed in order; closed %v", m, closed)
+		}
+	}
+	for m := range truth {
+		if !maps.Equal(truth[m], got[m]) {
+			t.Errorf("minute %d: got %v, want %v", m, got[m], truth[m])
+		}
+	}
+	for m := range got {
+		if truth[m] == nil && len(got[m]) > 0 {
+			t.Errorf("minute %d: unexpected counts %v", m, got[m])
+		}
+	}
+	if lateSeen != lateWant || lateWant != 3 {
+		t.Errorf("late clicks: Add reported %d, expected %d (want 3)", lateSeen, lateWant)
+	}
+}
+
+func TestSplitPartials(t *testing.T) {
+	first := minuteOf(base)
+	c := New(first, 0, 2)
+	for _, ad := range []string{"a", "b", "c", "d", "e"} {
+		c.Add(first, ad, nil)
+	}
+	ps := c.Close(base.Add(time.Minute))
+	if len(ps) != 3 {
+		t.Fatalf("got %d partials, want 3 (2+2+1 counts)", len(ps))
+	}
+	for i, p := range ps {
+		if p.Closes != (i == len(ps)-1) {
+			t.Errorf("partial %d Closes = %v", i, p.Closes)
+		}
+		if len(p.Counts) > 2 {
+			t.Errorf("partial %d has %d counts, max 2", i, len(p.Counts))
+		}
+	}
+}
+
+func TestDrain(t *testing.T) {
+	first := minuteOf(base)
+	c := New(first, lateness, 100)
+	c.Add(first, "a", nil)
+	c.Add(first+60, "b", nil)
+	c.Close(base.Add(time.Minute + lateness))
+	c.Add(first, "late", nil)
+	ps := c.Drain()
+	if len(ps) != 2 {
+		t.Fatalf("Drain gave %d partials, want 2 (correction, open minute)", len(ps))
+	}
+	for _, p := range ps {
+		if p.Closes {
+			t.Errorf("Drain closed minute %d", p.Minute)
+		}
+	}
+	if ps[0].Minute != first || ps[1].Minute != first+60 {
+		t.Errorf("Drain minutes %d, %d; want %d, %d", ps[0].Minute, ps[1].Minute, first, first+60)
+	}
+	// The drained minute is still open and closes later, empty.
+	ps = c.Close(base.Add(2*time.Minute + lateness))
+	if len(ps) != 1 || !ps[0].Closes || ps[0].Minute != first+60 || len(ps[0].Counts) != 0 {
+		t.Fatalf("after Drain, Close gave %+v; want one empty closing partial of %d", ps, first+60)
+	}
+}
+
+func BenchmarkAdd(b *testing.B) {
+	c := New(0, lateness, 1000)
+	ads := []string{"ad-1", "ad-2", "ad-3", "ad-4"}
+	filters := []int64{1, 2}
+	b.ReportAllocs()
+	for i := range b.N {
+		c.Add(60, ads[i%len(ads)], filters)
+	}
+}

@@ -1,0 +1,15 @@
+// Package reducer owns the merge of aggregator partials into final
+// per-minute counts and answers the count and top-N queries routers ask.
+// Apply is idempotent per (aggregator, incarnation, sequence): the counts of
+// a request, the aggregator's new high-water sequence and its watermark are
+// committed in one synced Pebble batch (package store) before memory is
+// updated and before the answer, so a resend after any crash is a no-op and
+// a gap is refused. The last RetainMinutes minutes are also held in memory
+// (package topn, Threshold Algorithm over per-minute sorted lists, see its
+// doc) for exact, fast queries; the invariant is that every minute at or
+// after the memory floor is in memory exactly as in Pebble, and windows that
+// reach before the floor are answered from Pebble (exact, slower). A minute
+// is complete when the aggregator membership is non-empty and every member
+// whose FirstMinute is at or before it has, in its registered incarnation,
+// closed it.
+package reducer

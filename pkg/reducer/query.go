@@ -1,0 +1,190 @@
+package reducer
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/store"
+	"github.com/adclick/adclick/pkg/topn"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// AggregatedCount answers the clicks of one ad over minutes [from, to).
+// The router fills defaults; this checks only what it relies on.
+func (r *Reducer) AggregatedCount(ctx context.Context, req *adclickv1.AggregatedCountRequest) (*adclickv1.AggregatedCountResponse, error) {
+	start := time.Now()
+	if req.GetFrom() == nil || req.GetTo() == nil {
+		return nil, status.Error(codes.InvalidArgument, "from and to must both be set (the router fills defaults)")
+	}
+	from, to := clock.Minute(req.GetFrom().AsTime()), clock.Minute(req.GetTo().AsTime())
+	if from > to {
+		return nil, status.Errorf(codes.InvalidArgument, "from %s is after to %s", clock.MinuteTime(from), clock.MinuteTime(to))
+	}
+	if req.GetFilter() < 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "filter %d is negative; 0 means all clicks", req.GetFilter())
+	}
+	members := r.aggs.Members()
+
+	r.mu.RLock()
+	inMemory := from >= r.floor
+	var n int64
+	if inMemory {
+		n = r.idx.Count(req.GetFilter(), req.GetAdId(), from, to)
+	}
+	complete := completeLocked(members, r.meta, from, to)
+	r.mu.RUnlock()
+
+	if !inMemory {
+		r.m.queriesFromDisk.WithLabelValues("aggregated_count").Inc()
+		var err error
+		if n, err = r.diskAdCount(req.GetFilter(), req.GetAdId(), from, to); err != nil {
+			return nil, err
+		}
+	}
+	r.m.queryDuration.WithLabelValues("aggregated_count").Observe(time.Since(start).Seconds())
+	return &adclickv1.AggregatedCountResponse{
+		AdId: req.GetAdId(), Count: n,
+		From: timestamppb.New(clock.MinuteTime(from)), To: timestamppb.New(clock.MinuteTime(to)),
+		Complete: complete,
+	}, nil
+}
+
+// PopularAds answers the count ads with the most clicks over the window
+// minutes before to, exactly.
+func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsRequest) (*adclickv1.PopularAdsResponse, error) {
+	start := time.Now()
+	switch {
+	case req.GetTo() == nil:
+		return nil, status.Error(codes.InvalidArgument, "to must be set (the router fills defaults)")
+	case req.GetCount() < 1:
+		return nil, status.Errorf(codes.InvalidArgument, "count is %d; want >= 1", req.GetCount())
+	case req.GetWindow() < 1:
+		return nil, status.Errorf(codes.InvalidArgument, "window is %d minutes; want >= 1", req.GetWindow())
+	case req.GetFilter() < 0:
+		return nil, status.Errorf(codes.InvalidArgument, "filter %d is negative; 0 means all clicks", req.GetFilter())
+	}
+	to := clock.Minute(req.GetTo().AsTime())
+	from := to - int64(req.GetWindow())*60
+	n := int(req.GetCount())
+	members := r.aggs.Members()
+
+	r.mu.RLock()
+	inMemory := from >= r.floor
+	var top []topn.AdCount
+	if inMemory {
+		top = r.idx.Top(req.GetFilter(), from, to, n)
+	}
+	complete := completeLocked(members, r.meta, from, to)
+	r.mu.RUnlock()
+
+	if !inMemory {
+		r.m.queriesFromDisk.WithLabelValues("popular_ads").Inc()
+		var err error
+		if top, err = r.diskTop(ctx, req.GetFilter(), from, to, n); err != nil {
+			return nil, err
+		}
+	}
+	resp := &adclickv1.PopularAdsResponse{
+		Ads:  make([]*adclickv1.AdCount, len(top)),
+		From: timestamppb.New(clock.MinuteTime(from)), To: timestamppb.New(clock.MinuteTime(to)),
+		Complete: complete,
+	}
+	for i, a := range top {
+		resp.Ads[i] = &adclickv1.AdCount{AdId: a.Ad, Count: a.Count}
+	}
+	r.m.queryDuration.WithLabelValues("popular_ads").Observe(time.Since(start).Seconds())
+	return resp, nil
+}
+
+// completeLocked tells whether every minute in [from, to) is complete:
+// the membership is non-empty and each member whose FirstMinute is at or
+// before the last minute has, in its registered incarnation, closed it
+// (minutes close in order, so the watermark covers the earlier ones).
+// An empty range is complete. Caller holds mu (shared).
+func completeLocked(members []membership.Member, meta map[string]store.AggMeta, from, to int64) bool {
+	if from >= to {
+		return true
+	}
+	if len(members) == 0 {
+		return false
+	}
+	last := to - 60
+	for _, m := range members {
+		if last < m.FirstMinute {
+			continue
+		}
+		am, ok := meta[m.ID]
+		if !ok || am.Incarnation != m.Incarnation || am.Watermark == store.NoWatermark || am.Watermark < last {
+			return false
+		}
+	}
+	return true
+}
+
+// errClosed answers queries that need Pebble after Close.
+var errClosed = status.Error(codes.Unavailable, "reducer is shutting down; ask another reducer")
+
+func (r *Reducer) diskAdCount(filter int64, ad string, from, to int64) (int64, error) {
+	r.dbMu.RLock()
+	defer r.dbMu.RUnlock()
+	if r.closed {
+		return 0, errClosed
+	}
+	n, err := r.db.AdCount(filter, ad, from, to)
+	if err != nil {
+		r.log.Error("aggregated count: store read failed", "err", err)
+		return 0, status.Errorf(codes.Internal, "reducer could not read its store: %v", err)
+	}
+	return n, nil
+}
+
+// diskTop sums the window from Pebble and selects the top n: exact, and
+// proportional to the window's stored counts.
+func (r *Reducer) diskTop(ctx context.Context, filter, from, to int64, n int) ([]topn.AdCount, error) {
+	r.dbMu.RLock()
+	defer r.dbMu.RUnlock()
+	if r.closed {
+		return nil, errClosed
+	}
+	sums := make(map[string]int64)
+	var seen int
+	errCanceled := errors.New("canceled")
+	err := r.db.ScanMinutes(filter, from, to, func(_, _ int64, ad []byte, c int64) error {
+		if seen++; seen%4096 == 0 && ctx.Err() != nil {
+			return errCanceled
+		}
+		sums[string(ad)] += c
+		return nil
+	})
+	switch {
+	case errors.Is(err, errCanceled):
+		return nil, status.FromContextError(ctx.Err()).Err()
+	case err != nil:
+		r.log.Error("popular ads: store read failed", "err", err)
+		return nil, status.Errorf(codes.Internal, "reducer could not read its store: %v", err)
+	}
+	all := make([]topn.AdCount, 0, len(sums))
+	for ad, c := range sums {
+		if c > 0 {
+			all = append(all, topn.AdCount{Ad: ad, Count: c})
+		}
+	}
+	slices.SortFunc(all, func(a, b topn.AdCount) int {
+		if c := cmp.Compare(b.Count, a.Count); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Ad, b.Ad)
+	})
+	if len(all) > n {
+		all = all[:n]
+	}
+	return all, nil
+}

@@ -1,0 +1,149 @@
+package reducer
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"path/filepath"
+	"sync"
+
+	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/store"
+	"github.com/adclick/adclick/pkg/topn"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// MemberSource lists the registered aggregators. Safe for concurrent use.
+type MemberSource interface {
+	Members() []membership.Member
+}
+
+// Deps are the reducer's collaborators.
+type Deps struct {
+	Clock       clock.Clock           // defaults to clock.Real
+	Log         *slog.Logger          // defaults to slog.Default()
+	Reg         prometheus.Registerer // defaults to a private registry
+	Aggregators MemberSource          // required: decides completeness
+}
+
+// Reducer merges partials and answers queries. It implements
+// clusterv1.ReducerServiceServer. Safe for concurrent use: Apply calls are
+// serialized; queries run concurrently with each other and wait only for
+// the in-memory part of an Apply.
+type Reducer struct {
+	clusterv1.UnimplementedReducerServiceServer
+
+	cfg  Config
+	clk  clock.Clock
+	log  *slog.Logger
+	aggs MemberSource
+	m    *metrics
+
+	// applyMu serializes Apply: the stored meta and memory only change
+	// under it, so the high-water check and the write cannot interleave.
+	applyMu sync.Mutex
+
+	// dbMu guards the Pebble handle's lifetime: readers hold it shared,
+	// Close exclusively.
+	dbMu   sync.RWMutex
+	db     *store.DB
+	closed bool
+
+	// mu guards idx, meta and floor: Apply updates them exclusively,
+	// queries read them shared.
+	mu    sync.RWMutex
+	idx   *topn.Index
+	meta  map[string]store.AggMeta
+	floor int64 // every minute >= floor is in idx exactly as in Pebble
+}
+
+// Open opens the reducer's store in cfg.DataDir and loads the retained
+// minutes into memory.
+func Open(cfg Config, deps Deps) (*Reducer, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("reducer: %w", err)
+	}
+	if deps.Aggregators == nil {
+		return nil, errors.New("reducer: Deps.Aggregators is nil")
+	}
+	if deps.Clock == nil {
+		deps.Clock = clock.Real{}
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	if deps.Reg == nil {
+		deps.Reg = prometheus.NewRegistry()
+	}
+	log := deps.Log.With("component", "reducer", "node", cfg.NodeID)
+	db, err := store.Open(filepath.Join(cfg.DataDir, "pebble"), log)
+	if err != nil {
+		return nil, fmt.Errorf("reducer: %w", err)
+	}
+	r := &Reducer{
+		cfg: cfg, clk: deps.Clock, log: log, aggs: deps.Aggregators, m: newMetrics(deps.Reg),
+		db: db, idx: topn.New(),
+	}
+	if err := r.load(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("reducer: load %s: %w", cfg.DataDir, err)
+	}
+	return r, nil
+}
+
+// load reads the aggregator metas and the retained minutes.
+func (r *Reducer) load() error {
+	meta, err := r.db.AggMetas()
+	if err != nil {
+		return err
+	}
+	r.meta = meta
+	r.floor = r.floorAt()
+	err = r.db.ScanMinutes(-1, r.floor, math.MaxInt64, func(filter, minute int64, ad []byte, n int64) error {
+		r.idx.Add(filter, minute, string(ad), n)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	r.updateGauges()
+	r.log.Info("reducer state loaded", "aggregators", len(meta), "memory_floor", clock.MinuteTime(r.floor),
+		"memory_minutes", r.idx.Minutes(), "memory_entries", r.idx.Entries())
+	return nil
+}
+
+// floorAt is the first minute to keep in memory now.
+func (r *Reducer) floorAt() int64 {
+	return clock.Minute(r.clk.Now()) - int64(r.cfg.RetainMinutes)*60
+}
+
+// advanceLocked drops minutes that fell out of the retention. Caller holds mu.
+func (r *Reducer) advanceLocked() {
+	if f := r.floorAt(); f > r.floor {
+		r.idx.DropBefore(f)
+		r.floor = f
+	}
+}
+
+func (r *Reducer) updateGauges() {
+	r.m.memoryMinutes.Set(float64(r.idx.Minutes()))
+	r.m.memoryEntries.Set(float64(r.idx.Entries()))
+	r.m.aggregatorsKnown.Set(float64(len(r.meta)))
+}
+
+// Close waits for a running Apply, then flushes and closes Pebble. Calls
+// after Close answer UNAVAILABLE.
+func (r *Reducer) Close() error {
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
+	r.dbMu.Lock()
+	defer r.dbMu.Unlock()
+	if r.closed {
+		return nil
+	}
+	r.closed = true
+	return r.db.Close()
+}

@@ -1,0 +1,257 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+
+	"github.com/cockroachdb/pebble"
+)
+
+// NoWatermark is the watermark of an aggregator incarnation that has not
+// closed any minute yet.
+const NoWatermark int64 = math.MinInt64
+
+// AggMeta is what the reducer remembers about one aggregator.
+type AggMeta struct {
+	Incarnation int64  // the newest incarnation seen
+	HighWater   uint64 // highest sequence of that incarnation applied
+	Watermark   int64  // last minute that incarnation closed, or NoWatermark
+}
+
+const aggMetaLen = 24
+
+func (m AggMeta) encode(dst []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(m.Incarnation))
+	dst = binary.BigEndian.AppendUint64(dst, m.HighWater)
+	return binary.BigEndian.AppendUint64(dst, uint64(m.Watermark))
+}
+
+func decodeAggMeta(v []byte) (AggMeta, error) {
+	if len(v) != aggMetaLen {
+		return AggMeta{}, fmt.Errorf("%w: aggregator meta of %d bytes", ErrCorrupt, len(v))
+	}
+	return AggMeta{
+		Incarnation: int64(binary.BigEndian.Uint64(v[0:8])),
+		HighWater:   binary.BigEndian.Uint64(v[8:16]),
+		Watermark:   int64(binary.BigEndian.Uint64(v[16:24])),
+	}, nil
+}
+
+// DB is the reducer's Pebble database. Safe for concurrent use; batches are
+// not (one goroutine per Batch).
+type DB struct {
+	db *pebble.DB
+}
+
+// Open opens (creating if needed) the database in dir.
+func Open(dir string, log *slog.Logger) (*DB, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	db, err := pebble.Open(dir, &pebble.Options{
+		Merger: sumMerger,
+		Logger: pebbleLogger{log.With("component", "pebble")},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
+	}
+	return &DB{db: db}, nil
+}
+
+// Close flushes and closes the database.
+func (d *DB) Close() error {
+	if err := d.db.Flush(); err != nil {
+		_ = d.db.Close()
+		return fmt.Errorf("store: flush: %w", err)
+	}
+	if err := d.db.Close(); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// Batch collects count increments and meta updates committed atomically.
+type Batch struct {
+	b   *pebble.Batch
+	key []byte
+	val []byte
+}
+
+// NewBatch starts an empty batch.
+func (d *DB) NewBatch() *Batch { return &Batch{b: d.db.NewBatch()} }
+
+// AddCount adds n clicks of ad in minute for filter (both key layouts).
+func (b *Batch) AddCount(filter, minute int64, ad string, n int64) error {
+	b.val = countValue(b.val[:0], n)
+	b.key = adKey(b.key[:0], filter, ad, minute)
+	if err := b.b.Merge(b.key, b.val, nil); err != nil {
+		return fmt.Errorf("store: batch merge: %w", err)
+	}
+	b.key = minuteKey(b.key[:0], filter, minute, ad)
+	if err := b.b.Merge(b.key, b.val, nil); err != nil {
+		return fmt.Errorf("store: batch merge: %w", err)
+	}
+	return nil
+}
+
+// SetAggMeta records the meta of aggregator id.
+func (b *Batch) SetAggMeta(id string, m AggMeta) error {
+	b.key = aggKey(b.key[:0], id)
+	b.val = m.encode(b.val[:0])
+	if err := b.b.Set(b.key, b.val, nil); err != nil {
+		return fmt.Errorf("store: batch set: %w", err)
+	}
+	return nil
+}
+
+// Bytes is the encoded size of the batch.
+func (b *Batch) Bytes() int { return b.b.Len() }
+
+// Commit writes the batch atomically and syncs it to disk.
+func (b *Batch) Commit() error {
+	if err := b.b.Commit(pebble.Sync); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Close releases the batch; it must be called after Commit or to abandon it.
+func (b *Batch) Close() { _ = b.b.Close() }
+
+// AggMetas returns the meta of every aggregator ever applied.
+func (d *DB) AggMetas() (map[string]AggMeta, error) {
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixAgg}, UpperBound: []byte{prefixAgg + 1}})
+	if err != nil {
+		return nil, fmt.Errorf("store: iterate aggregator meta: %w", err)
+	}
+	out := make(map[string]AggMeta)
+	for ok := it.First(); ok; ok = it.Next() {
+		m, err := decodeAggMeta(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return nil, err
+		}
+		out[string(it.Key()[1:])] = m
+	}
+	return out, closeIter(it)
+}
+
+// AdCount sums the clicks of ad for filter over minutes [from, to) with one
+// iterator scan of the ad-major keys.
+func (d *DB) AdCount(filter int64, ad string, from, to int64) (int64, error) {
+	if from >= to {
+		return 0, nil
+	}
+	lo := adKey(nil, filter, ad, from)
+	hi := adKey(nil, filter, ad, to)
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	if err != nil {
+		return 0, fmt.Errorf("store: iterate counts: %w", err)
+	}
+	var sum int64
+	for ok := it.First(); ok; ok = it.Next() {
+		n, err := decodeCount(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return 0, err
+		}
+		sum += n
+	}
+	return sum, closeIter(it)
+}
+
+// ScanMinutes calls fn for every stored (filter, minute, ad, count) with
+// minute in [from, to), ordered by filter then minute. If filter >= 0 only
+// that filter is scanned, otherwise all filters. The ad slice is valid only
+// during the call. An error from fn stops the scan and is returned.
+func (d *DB) ScanMinutes(filter, from, to int64, fn func(filter, minute int64, ad []byte, n int64) error) error {
+	if from >= to {
+		return nil
+	}
+	opts := &pebble.IterOptions{LowerBound: []byte{prefixByMinute}, UpperBound: []byte{prefixByMinute + 1}}
+	if filter >= 0 {
+		opts.LowerBound = putInt64([]byte{prefixByMinute}, filter)
+		opts.UpperBound = putInt64([]byte{prefixByMinute}, filter+1)
+	}
+	it, err := d.db.NewIter(opts)
+	if err != nil {
+		return fmt.Errorf("store: iterate counts: %w", err)
+	}
+	var seek []byte
+	cur := int64(math.MinInt64)
+	if filter >= 0 {
+		cur = filter
+	}
+	for ok := it.SeekGE(minuteFloorKey(seek[:0], cur, from)); ok; {
+		f, m, ad, err := decodeMinuteKey(it.Key())
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		if f != cur && m < from {
+			// A new filter: jump to its first wanted minute.
+			cur = f
+			seek = minuteFloorKey(seek[:0], f, from)
+			ok = it.SeekGE(seek)
+			continue
+		}
+		cur = f
+		if m >= to {
+			if filter >= 0 || f == math.MaxInt64 {
+				break
+			}
+			// Done with this filter: jump to the next one.
+			seek = minuteFloorKey(seek[:0], f+1, from)
+			ok = it.SeekGE(seek)
+			continue
+		}
+		n, err := decodeCount(it.Value())
+		if err != nil {
+			_ = it.Close()
+			return err
+		}
+		if err := fn(f, m, ad, n); err != nil {
+			_ = it.Close()
+			return err
+		}
+		ok = it.Next()
+	}
+	return closeIter(it)
+}
+
+func minuteFloorKey(dst []byte, filter, minute int64) []byte {
+	dst = append(dst, prefixByMinute)
+	dst = putInt64(dst, filter)
+	return putInt64(dst, minute)
+}
+
+func closeIter(it *pebble.Iterator) error {
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("store: iterator: %w", err)
+	}
+	return nil
+}
+
+// pebbleLogger routes Pebble's log lines into slog.
+type pebbleLogger struct{ log *slog.Logger }
+
+func (l pebbleLogger) Infof(format string, args ...any) {
+	l.log.Debug(fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.log.Error(fmt.Sprintf(format, args...))
+}
+
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	l.log.Error(msg)
+	panic(errors.New("pebble: " + msg))
+}

@@ -1,0 +1,67 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/adclick/adclick/pkg/flagenv"
+	"github.com/adclick/adclick/pkg/node"
+)
+
+func runDev(args []string) int {
+	fs := flag.NewFlagSet("adclick dev", flag.ContinueOnError)
+	var cfg node.ClusterConfig
+	fs.StringVar(&cfg.GRPCAddr, "grpc-addr", "127.0.0.1:7070", "router gRPC address (ingest, queries, filters)")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", "127.0.0.1:8080", "router HTTP address (REST API, /metrics)")
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "directory holding etcd's and every node's data")
+	fs.StringVar(&cfg.EtcdAddr, "etcd-addr", "127.0.0.1:2379", "embedded etcd client address")
+	fs.IntVar(&cfg.Aggregators, "aggregators", 2, "number of aggregators")
+	fs.IntVar(&cfg.Reducers, "reducers", 1, "number of reducers")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on every node's HTTP address")
+	cfg.Aggregator.RegisterFlags(fs)
+	cfg.Reducer.RegisterFlags(fs)
+	cfg.Router.RegisterFlags(fs)
+	logLevel := node.LogLevelFlag(fs)
+	if err := flagenv.Parse(fs, args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel}))
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer cancel()
+	cl, err := node.StartCluster(cfg, node.Env{Log: log})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "adclick dev: %v\n", err)
+		return 1
+	}
+	fmt.Printf("adclick dev: cluster running (data in %s)\n", cfg.DataDir)
+	fmt.Printf("  router gRPC   %s   (grpcurl -plaintext %s list)\n", cl.Router.GRPCAddr(), cl.Router.GRPCAddr())
+	fmt.Printf("  router REST   http://%s/v1/...   metrics http://%s/metrics\n", cl.Router.HTTPAddr(), cl.Router.HTTPAddr())
+	fmt.Printf("  etcd          %s\n", cl.Etcd.Endpoint)
+	for _, a := range cl.Aggregators {
+		fmt.Printf("  aggregator    grpc %s  http %s\n", a.GRPCAddr(), a.HTTPAddr())
+	}
+	for _, r := range cl.Reducers {
+		fmt.Printf("  reducer       grpc %s  http %s\n", r.GRPCAddr(), r.HTTPAddr())
+	}
+	fmt.Println("Stop with Ctrl-C.")
+	<-ctx.Done()
+	fmt.Println("adclick dev: stopping")
+	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer scancel()
+	if err := cl.Stop(sctx); err != nil {
+		fmt.Fprintf(os.Stderr, "adclick dev: stopped with error: %v\n", err)
+		return 1
+	}
+	fmt.Println("adclick dev: stopped")
+	return 0
+}

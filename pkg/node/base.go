@@ -1,0 +1,82 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/server"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// base is what every node role has: an etcd client, the listeners, a
+// registration and background goroutines bound to one context.
+type base struct {
+	common Common
+	env    Env
+	etcd   *clientv3.Client
+	srv    *server.Server
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	reg    *membership.Registration
+}
+
+func newBase(c Common, env Env, role Role) (*base, error) {
+	if err := c.Validate(role); err != nil {
+		return nil, err
+	}
+	cli, err := etcdClient(c.EtcdEndpoints)
+	if err != nil {
+		return nil, err
+	}
+	srv, err := server.New(c.serverConfig(), env.Log)
+	if err != nil {
+		cli.Close()
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &base{common: c, env: env, etcd: cli, srv: srv, ctx: ctx, cancel: cancel}, nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (b *base) GRPCAddr() string { return b.srv.GRPCAddr() }
+
+// HTTPAddr is the bound HTTP address.
+func (b *base) HTTPAddr() string { return b.srv.HTTPAddr() }
+
+func (b *base) goRun(f func(ctx context.Context)) {
+	b.wg.Add(1)
+	go func() { defer b.wg.Done(); f(b.ctx) }()
+}
+
+func (b *base) register(kind membership.Kind, m membership.Member) error {
+	reg, err := membership.Register(b.ctx, b.etcd, kind, m, b.common.LeaseTTL, b.env.Log)
+	if err != nil {
+		return fmt.Errorf("register in etcd: %w", err)
+	}
+	b.reg = reg
+	b.env.Log.Info("serving", "role", kind, "id", m.ID, "grpc", b.srv.GRPCAddr(), "http", b.srv.HTTPAddr())
+	return nil
+}
+
+func (b *base) deregister(ctx context.Context) {
+	if b.reg == nil {
+		return
+	}
+	if err := b.reg.Close(ctx); err != nil {
+		b.env.Log.Warn("deregister", "err", err)
+	}
+	b.reg = nil
+}
+
+// stopAll stops the listeners and background work and closes the etcd client.
+func (b *base) stopAll() {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	b.srv.Stop(ctx)
+	b.cancel()
+	b.wg.Wait()
+	b.etcd.Close()
+}

@@ -1,0 +1,108 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/adclick/adclick/pkg/aggregator"
+	"github.com/adclick/adclick/pkg/etcdembed"
+	"github.com/adclick/adclick/pkg/reducer"
+	"github.com/adclick/adclick/pkg/router"
+)
+
+// ClusterConfig describes a whole cluster in one process (`adclick dev` and
+// integration tests): an embedded etcd, reducers, aggregators and a router,
+// all on loopback sockets, each node with its own data dir under DataDir.
+type ClusterConfig struct {
+	DataDir     string
+	EtcdAddr    string // embedded etcd client address; port 0 picks one
+	GRPCAddr    string // router gRPC
+	HTTPAddr    string // router REST, metrics
+	Aggregators int
+	Reducers    int
+	Aggregator  aggregator.Config
+	Reducer     reducer.Config
+	Router      router.Config
+	Pprof       bool
+}
+
+// Cluster is a running in-process cluster.
+type Cluster struct {
+	Etcd        *etcdembed.Server
+	Router      *Router
+	Aggregators []*Aggregator
+	Reducers    []*Reducer
+}
+
+// StartCluster starts etcd, then reducers, aggregators and the router, and
+// returns once every node serves and is registered.
+func StartCluster(cfg ClusterConfig, env Env) (*Cluster, error) {
+	env = env.withDefaults()
+	if cfg.Aggregators < 1 || cfg.Reducers < 1 {
+		return nil, fmt.Errorf("a cluster needs at least one aggregator and one reducer (got %d and %d)", cfg.Aggregators, cfg.Reducers)
+	}
+	etcd, err := etcdembed.Start(filepath.Join(cfg.DataDir, "etcd"), cfg.EtcdAddr, env.Log)
+	if err != nil {
+		return nil, err
+	}
+	cl := &Cluster{Etcd: etcd}
+	common := func(id, grpcAddr, httpAddr string) Common {
+		return Common{
+			EtcdEndpoints: []string{etcd.Endpoint}, GRPCAddr: grpcAddr, HTTPAddr: httpAddr,
+			NodeID: id, DataDir: filepath.Join(cfg.DataDir, id), MaxMsgBytes: 16 << 20, Pprof: cfg.Pprof,
+			LeaseTTL: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
+		}
+	}
+	fail := func(err error) (*Cluster, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = cl.Stop(ctx)
+		return nil, err
+	}
+	for i := 1; i <= cfg.Reducers; i++ {
+		id := fmt.Sprintf("reducer-%d", i)
+		r, err := StartReducer(common(id, "127.0.0.1:0", "127.0.0.1:0"), cfg.Reducer, Env{Clock: env.Clock, Log: env.Log.With("node", id)})
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", id, err))
+		}
+		cl.Reducers = append(cl.Reducers, r)
+	}
+	for i := 1; i <= cfg.Aggregators; i++ {
+		id := fmt.Sprintf("aggregator-%d", i)
+		a, err := StartAggregator(common(id, "127.0.0.1:0", "127.0.0.1:0"), cfg.Aggregator, Env{Clock: env.Clock, Log: env.Log.With("node", id)})
+		if err != nil {
+			return fail(fmt.Errorf("%s: %w", id, err))
+		}
+		cl.Aggregators = append(cl.Aggregators, a)
+	}
+	rt, err := StartRouter(common("router", cfg.GRPCAddr, cfg.HTTPAddr), cfg.Router, Env{Clock: env.Clock, Log: env.Log.With("node", "router")})
+	if err != nil {
+		return fail(fmt.Errorf("router: %w", err))
+	}
+	// The router started last, so its first listing of etcd already holds
+	// every node started above.
+	cl.Router = rt
+	return cl, nil
+}
+
+// Stop stops the router, then aggregators (delivering their outboxes), then
+// reducers, then etcd.
+func (cl *Cluster) Stop(ctx context.Context) error {
+	var errs []error
+	if cl.Router != nil {
+		errs = append(errs, cl.Router.Stop(ctx))
+	}
+	for _, a := range cl.Aggregators {
+		errs = append(errs, a.Stop(ctx))
+	}
+	for _, r := range cl.Reducers {
+		errs = append(errs, r.Stop(ctx))
+	}
+	if cl.Etcd != nil {
+		cl.Etcd.Close()
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,76 @@
+package node
+
+import (
+	"context"
+
+	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/filter"
+	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/router"
+)
+
+// Router is a running router node.
+type Router struct {
+	*base
+	rt *router.Router
+}
+
+// StartRouter starts a router: the public gRPC API and the REST API.
+func StartRouter(c Common, cfg router.Config, env Env) (*Router, error) {
+	env = env.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	b, err := newBase(c, env, RoleRouter)
+	if err != nil {
+		return nil, err
+	}
+	n := &Router{base: b}
+	if err := n.start(cfg, env); err != nil {
+		b.stopAll()
+		return nil, err
+	}
+	return n, nil
+}
+
+func (n *Router) start(cfg router.Config, env Env) error {
+	aggs, err := membership.Watch(n.ctx, n.etcd, membership.Aggregators, env.Log)
+	if err != nil {
+		return err
+	}
+	reds, err := membership.Watch(n.ctx, n.etcd, membership.Reducers, env.Log)
+	if err != nil {
+		return err
+	}
+	filters, err := filter.Watch(n.ctx, n.etcd, env.Log)
+	if err != nil {
+		return err
+	}
+	n.rt, err = router.New(cfg, router.Deps{
+		Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry,
+		Aggregators: aggs, Reducers: reds, Filters: filters,
+		FilterStore: filter.NewStore(n.etcd, env.Clock),
+	})
+	if err != nil {
+		return err
+	}
+	n.goRun(n.rt.Run)
+	adclickv1.RegisterIngestServiceServer(n.srv.GRPC, n.rt)
+	adclickv1.RegisterQueryServiceServer(n.srv.GRPC, n.rt)
+	adclickv1.RegisterFilterServiceServer(n.srv.GRPC, n.rt)
+	gw, err := n.rt.Gateway(n.ctx)
+	if err != nil {
+		return err
+	}
+	n.srv.Handle("/v1/", gw)
+	n.srv.Serve()
+	env.Log.Info("serving", "role", RoleRouter, "grpc", n.srv.GRPCAddr(), "http", n.srv.HTTPAddr())
+	return nil
+}
+
+// Stop finishes in-flight requests and closes connections.
+func (n *Router) Stop(ctx context.Context) error {
+	n.srv.Stop(ctx)
+	n.stopAll()
+	return n.rt.Close()
+}

@@ -51,8 +51,11 @@ func (f *Fake) Add(d time.Duration) {
 
 // Minute returns the minute containing t, as the unix second of its start.
 func Minute(t time.Time) int64 {
-	return floorDiv(t.Unix(), 60) * 60
+	return MinuteOfUnix(t.Unix())
 }
+
+// MinuteOfUnix returns the minute containing unix second s.
+func MinuteOfUnix(s int64) int64 { return floorDiv(s, 60) * 60 }
 
 // MinuteTime returns the start of minute m as a UTC time.
 func MinuteTime(m int64) time.Time { return time.Unix(m, 0).UTC() }

@@ -19,11 +19,20 @@ const (
 	Reducers Kind = "reducers"
 )
 
-// Prefix returns the etcd prefix under which nodes of this kind register.
+// Prefix returns the etcd prefix of the persistent records of this kind: a
+// node is a member of the cluster from its first start until an operator
+// removes it, whether it is running or not.
 func (k Kind) Prefix() string { return etcdkv.Prefix + string(k) + "/" }
 
-// Key returns the etcd key of node id.
+// Key returns the etcd key of node id's persistent record.
 func (k Kind) Key(id string) string { return k.Prefix() + id }
+
+// LivePrefix returns the etcd prefix of the leased liveness keys of this
+// kind: a node's key exists while the node runs.
+func (k Kind) LivePrefix() string { return etcdkv.Prefix + "live/" + string(k) + "/" }
+
+// LiveKey returns the etcd liveness key of node id.
+func (k Kind) LiveKey(id string) string { return k.LivePrefix() + id }
 
 // Member is what a node publishes about itself.
 type Member struct {
@@ -34,13 +43,21 @@ type Member struct {
 	// Incarnation identifies one run of the node's process (unix nanos at start).
 	Incarnation int64 `json:"incarnation,omitempty"`
 	// FirstMinute (aggregators) is the first minute, unix seconds, that this
-	// incarnation closes and reports. Earlier minutes get only late corrections.
+	// node closes and reports. Earlier minutes get only late corrections.
 	FirstMinute int64 `json:"first_minute,omitempty"`
+	// OwnsFrom (aggregators) is the first minute for which the node is on
+	// the ring: clicks of earlier minutes are routed as if it did not exist,
+	// so every copy of one click reaches the same aggregator while the ring
+	// grows. 0 for the aggregators a cluster starts with.
+	OwnsFrom int64 `json:"owns_from"`
+	// Live tells whether the node's leased liveness key exists (not stored).
+	Live bool `json:"-"`
 }
 
-// ParseMembers decodes a prefix snapshot into members sorted by ID. Values
-// that do not decode are skipped and reported in the error.
-func ParseMembers(kind Kind, kvs map[string][]byte) ([]Member, error) {
+// ParseMembers decodes a snapshot of kind's persistent records into members
+// sorted by ID, marking those whose key is in live as Live. Values that do
+// not decode are skipped and reported in the error.
+func ParseMembers(kind Kind, kvs map[string][]byte, live map[string][]byte) ([]Member, error) {
 	out := make([]Member, 0, len(kvs))
 	var bad []string
 	for k, v := range kvs {
@@ -53,6 +70,7 @@ func ParseMembers(kind Kind, kvs map[string][]byte) ([]Member, error) {
 			bad = append(bad, k)
 			continue
 		}
+		_, m.Live = live[kind.LiveKey(m.ID)]
 		out = append(out, m)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })

@@ -61,7 +61,7 @@ func TestRegisterWatchAndLeaseLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "both registered", func() bool { return len(w.Members()) == 2 })
+	waitFor(t, "both registered and live", func() bool { return len(w.Live()) == 2 })
 	if got := w.Members(); got[0].ID != "a" || got[0].FirstMinute != 60 || got[1].ID != "b" {
 		t.Fatalf("members %+v", got)
 	}
@@ -82,17 +82,55 @@ func TestRegisterWatchAndLeaseLoss(t *testing.T) {
 	waitFor(t, "a registered again with a new lease", func() bool {
 		a.mu.Lock()
 		defer a.mu.Unlock()
-		return a.leaseID != lease && len(w.Members()) == 2
+		return a.leaseID != lease && len(w.Live()) == 2
 	})
 
 	if err := b.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "b gone after Close", func() bool { return len(w.Members()) == 1 && w.Members()[0].ID == "a" })
+	waitFor(t, "b not live after Close", func() bool { return len(w.Live()) == 1 && w.Live()[0].ID == "a" })
+	if got := ids(w.Members()); len(got) != 2 {
+		t.Fatalf("a stopped node stays a member: %v", got)
+	}
 	if err := a.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a gone after Close", func() bool { return len(w.Members()) == 0 })
+	waitFor(t, "none live after Close", func() bool { return len(w.Live()) == 0 })
+}
+
+func TestOwnsFromKeptAcrossRestarts(t *testing.T) {
+	cli := startEtcd(t)
+	ctx := context.Background()
+	now := time.Date(2026, 5, 1, 10, 0, 30, 0, time.UTC)
+	first, err := OwnsFrom(ctx, cli, now, 2*time.Minute)
+	if err != nil || first != 0 {
+		t.Fatalf("first aggregator owns from %d (%v), want 0", first, err)
+	}
+	a, err := Register(ctx, cli, Aggregators, Member{ID: "a", Addr: "h:1", OwnsFrom: first}, time.Minute, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	later, err := OwnsFrom(ctx, cli, now, 2*time.Minute)
+	if want := now.Unix() - 30 + 120; err != nil || later != want {
+		t.Fatalf("second aggregator owns from %d (%v), want %d", later, err, want)
+	}
+	a.Close(ctx)
+	// A restart proposes a later minute; the stored one wins.
+	a2, err := Register(ctx, cli, Aggregators, Member{ID: "a", Addr: "h:2", OwnsFrom: later}, time.Minute, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Close(ctx)
+	w, err := Watch(ctx, cli, Aggregators, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ms := w.Members(); len(ms) != 1 || ms[0].OwnsFrom != 0 || ms[0].Addr != "h:2" || !ms[0].Live {
+		t.Fatalf("members after restart: %+v", ms)
+	}
+	if zero, _ := OwnsFrom(ctx, cli, now, 0); zero != 0 {
+		t.Fatalf("join delay 0: owns from %d", zero)
+	}
 }
 
 func TestWatchRelistsAfterCompaction(t *testing.T) {
@@ -134,8 +172,8 @@ func TestParseMembersSkipsMalformed(t *testing.T) {
 		Aggregators.Key("a"):     []byte(`{"id":"a","addr":"h:1"}`),
 		Aggregators.Key("bad"):   []byte(`not json`),
 		Aggregators.Key("other"): []byte(`{"id":"a","addr":"h:1"}`), // id does not match key
-	})
-	if err == nil || len(ms) != 1 || ms[0].ID != "a" {
+	}, map[string][]byte{Aggregators.LiveKey("a"): nil})
+	if err == nil || len(ms) != 1 || ms[0].ID != "a" || !ms[0].Live {
 		t.Fatalf("got %+v, %v", ms, err)
 	}
 }

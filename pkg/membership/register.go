@@ -16,10 +16,10 @@ import (
 // node leaves the ring within seconds.
 const DefaultTTL = 5 * time.Second
 
-// Registration keeps one node registered until Close.
+// Registration keeps one node's liveness key alive until Close.
 type Registration struct {
 	cli    *clientv3.Client
-	key    string
+	key    string // liveness key
 	value  []byte
 	ttl    time.Duration
 	log    *slog.Logger
@@ -30,20 +30,28 @@ type Registration struct {
 	leaseID clientv3.LeaseID
 }
 
-// Register publishes m under kind with a lease of ttl, and keeps it alive in
-// the background, registering again with a new lease whenever the lease is
-// lost. The first registration is synchronous: when Register returns without
-// error, the node is visible to watchers.
+// Register writes m's persistent record under kind (so the node stays a
+// member while it is down), then publishes its liveness key with a lease of
+// ttl and keeps it alive in the background, registering again with a new
+// lease whenever the lease is lost. The first registration is synchronous:
+// when Register returns without error, the node is visible to watchers.
+//
+// For aggregators, m.OwnsFrom is taken from the existing record when there
+// is one, so a restart never moves the node on the ring.
 func Register(ctx context.Context, cli *clientv3.Client, kind Kind, m Member, ttl time.Duration, log *slog.Logger) (*Registration, error) {
 	if ttl <= 0 {
 		ttl = DefaultTTL
+	}
+	m, err := putRecord(ctx, cli, kind, m)
+	if err != nil {
+		return nil, fmt.Errorf("register %s: %w", kind.Key(m.ID), err)
 	}
 	value, err := json.Marshal(m)
 	if err != nil {
 		return nil, err
 	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &Registration{cli: cli, key: kind.Key(m.ID), value: value, ttl: ttl, log: log, cancel: cancel, done: make(chan struct{})}
+	r := &Registration{cli: cli, key: kind.LiveKey(m.ID), value: value, ttl: ttl, log: log, cancel: cancel, done: make(chan struct{})}
 	ka, err := r.grant(ctx)
 	if err != nil {
 		cancel()
@@ -104,7 +112,7 @@ func (r *Registration) keepAlive(ctx context.Context, ka <-chan *clientv3.LeaseK
 }
 
 // Close stops keeping the registration alive and revokes its lease, so
-// watchers see the node leave at once.
+// watchers see the node stop at once. Its persistent record stays.
 func (r *Registration) Close(ctx context.Context) error {
 	r.cancel()
 	<-r.done
@@ -115,4 +123,53 @@ func (r *Registration) Close(ctx context.Context) error {
 	defer cancel()
 	_, err := r.cli.Revoke(cctx, id)
 	return err
+}
+
+// putRecord writes m's persistent record, keeping OwnsFrom of an existing
+// record.
+func putRecord(ctx context.Context, cli *clientv3.Client, kind Kind, m Member) (Member, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	key := kind.Key(m.ID)
+	resp, err := cli.Get(ctx, key)
+	if err != nil {
+		return m, err
+	}
+	if len(resp.Kvs) == 1 {
+		var old Member
+		if err := json.Unmarshal(resp.Kvs[0].Value, &old); err == nil {
+			m.OwnsFrom = old.OwnsFrom
+		}
+	}
+	value, err := json.Marshal(m)
+	if err != nil {
+		return m, err
+	}
+	_, err = cli.Put(ctx, key, string(value))
+	return m, err
+}
+
+// OwnsFrom decides from which minute a new aggregator takes its share of the
+// ring: from the beginning of time when no aggregator exists yet or
+// joinDelay is 0 (a cluster being set up, before any click), else from the
+// minute boundary joinDelay ahead of now. joinDelay must exceed the one
+// minute a click may lie in the future plus the time routers need to see
+// the change, so that no router has routed a click of that minute with the
+// old ring. An aggregator that is already a member keeps its value (see
+// Register).
+func OwnsFrom(ctx context.Context, cli *clientv3.Client, now time.Time, joinDelay time.Duration) (int64, error) {
+	if joinDelay == 0 {
+		return 0, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := cli.Get(ctx, Aggregators.Prefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, fmt.Errorf("list aggregators: %w", err)
+	}
+	if resp.Count == 0 {
+		return 0, nil
+	}
+	m := now.Add(joinDelay).Unix()
+	return m - ((m%60)+60)%60, nil
 }

@@ -9,34 +9,47 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-// Watcher follows the registered nodes of one kind. Safe for concurrent use.
+// Watcher follows the members of one kind and which of them are live. Safe
+// for concurrent use.
 type Watcher struct {
 	kind    Kind
 	log     *slog.Logger
 	mu      sync.RWMutex
+	records map[string][]byte // persistent records
+	live    map[string][]byte // liveness keys
 	members []Member
 	subs    []chan struct{}
 }
 
-// Watch lists the registered nodes of kind and follows changes until ctx is
-// done. When it returns, Members is already populated.
+// Watch lists the members of kind and follows changes until ctx is done.
+// When it returns, Members is already populated.
 func Watch(ctx context.Context, cli *clientv3.Client, kind Kind, log *slog.Logger) (*Watcher, error) {
 	w := &Watcher{kind: kind, log: log}
-	if _, err := etcdkv.NewPrefixCache(ctx, cli, kind.Prefix(), log, w.update); err != nil {
+	if _, err := etcdkv.NewPrefixCache(ctx, cli, kind.LivePrefix(), log, func(kvs map[string][]byte) { w.update(nil, kvs) }); err != nil {
+		return nil, err
+	}
+	if _, err := etcdkv.NewPrefixCache(ctx, cli, kind.Prefix(), log, func(kvs map[string][]byte) { w.update(kvs, nil) }); err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-func (w *Watcher) update(kvs map[string][]byte) {
-	members, err := ParseMembers(w.kind, kvs)
-	if err != nil {
-		w.log.Warn("membership", "err", err)
-	}
+// update takes a new snapshot of either prefix (the other is nil).
+func (w *Watcher) update(records, live map[string][]byte) {
 	w.mu.Lock()
+	if records != nil {
+		w.records = records
+	}
+	if live != nil {
+		w.live = live
+	}
+	members, err := ParseMembers(w.kind, w.records, w.live)
 	w.members = members
 	subs := w.subs
 	w.mu.Unlock()
+	if err != nil {
+		w.log.Warn("membership", "err", err)
+	}
 	for _, ch := range subs {
 		select {
 		case ch <- struct{}{}:
@@ -45,7 +58,8 @@ func (w *Watcher) update(kvs map[string][]byte) {
 	}
 }
 
-// Members returns the registered nodes sorted by ID. The slice must not be modified.
+// Members returns every member, live or not, sorted by ID. The slice must
+// not be modified.
 func (w *Watcher) Members() []Member {
 	w.mu.RLock()
 	defer w.mu.RUnlock()
@@ -60,4 +74,15 @@ func (w *Watcher) Subscribe() <-chan struct{} {
 	w.subs = append(w.subs, ch)
 	w.mu.Unlock()
 	return ch
+}
+
+// Live returns the members that are running now, sorted by ID.
+func (w *Watcher) Live() []Member {
+	var out []Member
+	for _, m := range w.Members() {
+		if m.Live {
+			out = append(out, m)
+		}
+	}
+	return out
 }

@@ -53,12 +53,16 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 	if err != nil {
 		return err
 	}
+	ownsFrom, err := membership.OwnsFrom(n.ctx, n.etcd, env.Clock.Now(), c.JoinDelay)
+	if err != nil {
+		return err
+	}
 	clusterv1.RegisterAggregatorServiceServer(n.srv.GRPC, n.agg)
 	n.goRun(func(ctx context.Context) { _ = n.agg.Run(ctx) })
 	n.srv.Serve()
 	return n.register(membership.Aggregators, membership.Member{
 		ID: c.NodeID, Addr: c.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr(),
-		Incarnation: n.agg.Incarnation(), FirstMinute: n.agg.FirstMinute(),
+		Incarnation: n.agg.Incarnation(), FirstMinute: n.agg.FirstMinute(), OwnsFrom: ownsFrom,
 	})
 }
 

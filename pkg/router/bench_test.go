@@ -38,7 +38,7 @@ func BenchmarkIngestRouting(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer r.Close()
-	t := &table{ring: ring.New(ms), clients: make([]clusterv1.AggregatorServiceClient, aggs), errs: make([]error, aggs)}
+	t := &table{ring: ring.NewVersions(ms), clients: make([]clusterv1.AggregatorServiceClient, aggs), errs: make([]error, aggs)}
 	for i := range t.clients {
 		t.clients[i] = &acceptAll{statuses: make([]clusterv1.EventStatus, batchSize)}
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	"io"
 	"log/slog"
 	"testing"
@@ -86,22 +87,39 @@ func TestWithEtcd(t *testing.T) {
 		t.Fatal("agg-1 got nothing")
 	}
 
-	// agg-2 joins, agg-1 leaves: new batches go to agg-2 only.
+	// agg-2 joins from the next minute on: clicks of this minute still go
+	// to agg-1 only, clicks of the next minute are shared.
+	joinAt := testNow.Truncate(time.Minute).Add(time.Minute)
+	a2.member.OwnsFrom = joinAt.Unix()
 	register(membership.Aggregators, a2.member)
-	if err := reg1.Close(ctx); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "ring of agg-2 only", func() bool {
-		m := r.table.Load().ring.Members()
-		return len(m) == 1 && m[0].ID == "agg-2"
-	})
+	eventually(t, "ring of agg-1 and agg-2", func() bool { return r.table.Load().ring.Len() == 2 })
 	before := len(a1.fake.received())
 	if _, err := ingest.Ingest(ctx, &adclickv1.IngestRequest{Events: evs}); err != nil {
 		t.Fatal(err)
 	}
-	if len(a1.fake.received()) != before || len(a2.fake.received()) == 0 {
-		t.Fatalf("after the change agg-1 got %d more, agg-2 %d", len(a1.fake.received())-before, len(a2.fake.received()))
+	if len(a2.fake.received()) != 0 || len(a1.fake.received()) == before {
+		t.Fatalf("clicks before the join minute: agg-1 got %d more, agg-2 %d", len(a1.fake.received())-before, len(a2.fake.received()))
 	}
+	next, _ := mixedBatch(100)
+	for _, ev := range next {
+		ev.ClickId += "-next"
+		if ev.ClickTime != nil {
+			ev.ClickTime = timestamppb.New(joinAt.Add(5 * time.Second))
+		}
+	}
+	if _, err := ingest.Ingest(ctx, &adclickv1.IngestRequest{Events: next}); err != nil {
+		t.Fatal(err)
+	}
+	if len(a2.fake.received()) == 0 {
+		t.Fatal("agg-2 got nothing of the minute it owns from")
+	}
+
+	// agg-1 stops: it stays on the ring (its ads are not moved to another
+	// aggregator, which could count a retried click twice), known as not live.
+	if err := reg1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "agg-1 not live", func() bool { return len(aggW.Live()) == 1 && r.table.Load().ring.Len() == 2 })
 
 	// A filter counts from a minute in the future.
 	f, err := filters.CreateFilter(ctx, &adclickv1.CreateFilterRequest{Filter: &adclickv1.Filter{Countries: []string{"US"}}})

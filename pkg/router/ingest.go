@@ -14,6 +14,7 @@ import (
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/event"
 )
 
@@ -133,9 +134,13 @@ func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adc
 			b.rejected = append(b.rejected, &adclickv1.Rejection{Index: int32(i), Reason: reason})
 			continue
 		}
-		o := t.ring.Index(ev.AdId)
+		minute := clock.MinuteOfUnix(ev.ClickTime.GetSeconds())
+		o := t.ring.IndexAt(ev.AdId, minute)
 		if o < 0 {
-			return nil, status.Error(codes.Unavailable, "no aggregator registered; retry later")
+			if t.ring.Len() == 0 {
+				return nil, status.Error(codes.Unavailable, "no aggregator registered; retry later")
+			}
+			return nil, status.Errorf(codes.Unavailable, "no aggregator owns minute %s yet; retry later", clock.MinuteTime(minute).Format(time.RFC3339))
 		}
 		if len(b.groups[o]) == 0 {
 			b.owners = append(b.owners, o)

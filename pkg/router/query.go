@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/event"
+	"github.com/adclick/adclick/pkg/membership"
 )
 
 // AggregatedCount answers the clicks of one ad over a range of minutes.
@@ -128,14 +130,12 @@ func (r *Router) checkFilter(id, from int64) error {
 // rotating one and failing over to the next when one is unreachable or too
 // slow. Other errors are the reducer's answer and pass through.
 func (r *Router) askReducer(ctx context.Context, call func(context.Context, clusterv1.ReducerServiceClient) error) error {
-	members := r.reds.Members()
+	members := r.reducerOrder()
 	if len(members) == 0 {
 		return status.Error(codes.Unavailable, "no reducer registered; retry later")
 	}
-	start := int(r.nextRed.Add(1) % uint64(len(members)))
 	var failures []string
-	for i := range members {
-		m := members[(start+i)%len(members)]
+	for _, m := range members {
 		conn, err := r.redConns.get(m.Addr)
 		if err != nil {
 			err = status.Error(codes.Unavailable, err.Error())
@@ -162,6 +162,29 @@ func (r *Router) askReducer(ctx context.Context, call func(context.Context, clus
 		return err
 	}
 	return status.Errorf(codes.Unavailable, "no reducer answered (%s); retry later", strings.Join(failures, "; "))
+}
+
+// reducerOrder lists the reducers to ask: the live ones first, starting at
+// a rotating one to spread queries, then those not known to be live (a
+// reducer whose lease lapsed may still answer).
+func (r *Router) reducerOrder() []membership.Member {
+	all := r.reds.Members()
+	out := make([]membership.Member, 0, len(all))
+	for _, m := range all {
+		if m.Live {
+			out = append(out, m)
+		}
+	}
+	if n := len(out); n > 1 {
+		start := int(r.nextRed.Add(1) % uint64(n))
+		out = slices.Concat(out[start:], out[:start])
+	}
+	for _, m := range all {
+		if !m.Live {
+			out = append(out, m)
+		}
+	}
+	return out
 }
 
 func minuteProto(m int64) *timestamppb.Timestamp { return timestamppb.New(clock.MinuteTime(m)) }

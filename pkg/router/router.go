@@ -83,7 +83,7 @@ type Router struct {
 // table is one immutable routing snapshot: the ring and, by ring index, the
 // client of each member (or why there is none).
 type table struct {
-	ring    *ring.Ring
+	ring    *ring.Versions
 	clients []clusterv1.AggregatorServiceClient
 	errs    []error
 }
@@ -150,7 +150,7 @@ func (r *Router) Run(ctx context.Context) {
 func (r *Router) rebuild() {
 	r.tableMu.Lock()
 	defer r.tableMu.Unlock()
-	rg := ring.New(r.aggs.Members())
+	rg := ring.NewVersions(r.aggs.Members())
 	t := &table{
 		ring:    rg,
 		clients: make([]clusterv1.AggregatorServiceClient, rg.Len()),

@@ -21,6 +21,9 @@ const (
 	// One day of minutes: the late horizon, the longest window the
 	// reducers keep running sums for.
 	defaultMaxWindow = 1440
+	// 500k events in flight is ~250 MB of decoded requests at worst and
+	// several times what the aggregators absorb per group commit.
+	defaultMaxInflight = 500000
 
 	// maxMaxBatch bounds --max-batch: above this a request exceeds the
 	// message size limits anyway.
@@ -42,6 +45,7 @@ type Config struct {
 	ForwardTimeout time.Duration // per forward to one aggregator
 	QueryTimeout   time.Duration // per attempt at one reducer
 	MaxWindow      int           // longest PopularAds window, minutes
+	MaxInflight    int           // events being forwarded at once, over all requests
 }
 
 // RegisterFlags registers the router flags on fs with their defaults.
@@ -50,6 +54,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ForwardTimeout, "forward-timeout", defaultForwardTimeout, "how long to wait for an aggregator to make a batch durable")
 	fs.DurationVar(&c.QueryTimeout, "query-timeout", defaultQueryTimeout, "how long to wait for one reducer before failing over to the next")
 	fs.IntVar(&c.MaxWindow, "max-window", defaultMaxWindow, "longest PopularAds window, in minutes")
+	fs.IntVar(&c.MaxInflight, "max-inflight-events", defaultMaxInflight, "events being forwarded at once; beyond it ingest answers RESOURCE_EXHAUSTED")
 }
 
 // DefaultConfig returns the configuration RegisterFlags defaults to.
@@ -70,6 +75,9 @@ func (c Config) Validate() error {
 	}
 	if c.QueryTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--query-timeout is %v; want > 0", c.QueryTimeout))
+	}
+	if c.MaxInflight < c.MaxBatch {
+		errs = append(errs, fmt.Errorf("--max-inflight-events is %d; want at least --max-batch (%d)", c.MaxInflight, c.MaxBatch))
 	}
 	if c.MaxWindow < 1 {
 		errs = append(errs, fmt.Errorf("--max-window is %d; want >= 1 minute", c.MaxWindow))

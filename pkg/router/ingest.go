@@ -125,6 +125,12 @@ func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adc
 			"batch has %d events; at most %d per request (--max-batch): split it", len(events), r.cfg.MaxBatch)
 	}
 	r.m.received.Add(float64(len(events)))
+	if n := r.inflight.Add(int64(len(events))); n > int64(r.cfg.MaxInflight) {
+		r.inflight.Add(-int64(len(events)))
+		return nil, status.Errorf(codes.ResourceExhausted,
+			"router is forwarding %d events (--max-inflight-events=%d): aggregators are not keeping up; retry later", n-int64(len(events)), r.cfg.MaxInflight)
+	}
+	defer r.inflight.Add(-int64(len(events)))
 	t := r.table.Load()
 	b := getBatch(t.ring.Len())
 	defer putBatch(b)

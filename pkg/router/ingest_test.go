@@ -1,7 +1,11 @@
 package router
 
 import (
+	"context"
+	"strings"
+
 	"fmt"
+	"google.golang.org/grpc/status"
 	"io"
 	"slices"
 	"testing"
@@ -331,5 +335,20 @@ func TestIngestConcurrent(t *testing.T) {
 	got := len(a1.fake.received()) + len(a2.fake.received()) + len(a3.fake.received())
 	if got != workers*perWorker*50 {
 		t.Fatalf("aggregators got %d events, want %d", got, workers*perWorker*50)
+	}
+}
+
+func TestIngestOverloadIsResourceExhausted(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.MaxBatch, cfg.MaxInflight = 10, 10
+	r := &Router{cfg: cfg, m: newMetrics(nil)}
+	r.inflight.Store(5)
+	evs, _ := mixedBatch(10)
+	_, err := r.ingest(context.Background(), &adclickv1.IngestRequest{Events: evs})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-inflight-events") {
+		t.Fatalf("got %v, want RESOURCE_EXHAUSTED naming the flag", err)
+	}
+	if r.inflight.Load() != 5 {
+		t.Fatalf("in-flight count leaked: %d", r.inflight.Load())
 	}
 }

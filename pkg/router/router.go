@@ -78,6 +78,7 @@ type Router struct {
 	aggConns *connPool
 	redConns *connPool
 	nextRed  atomic.Uint64 // rotates the first reducer asked
+	inflight atomic.Int64  // events being forwarded, bounded by cfg.MaxInflight
 }
 
 // table is one immutable routing snapshot: the ring and, by ring index, the

@@ -6,14 +6,17 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"path/filepath"
 	"sync"
 	"time"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/aggstate"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/dedup"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/wal"
 	"github.com/adclick/adclick/pkg/window"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
@@ -48,31 +51,52 @@ type Deps struct {
 type Aggregator struct {
 	clusterv1.UnimplementedAggregatorServiceServer
 
-	cfg         Config
-	clock       clock.Clock
-	log         *slog.Logger
-	filters     FilterSource
-	reducers    MemberSource
-	memberCh    <-chan struct{}
-	m           *metrics
-	incarnation int64
-	firstMinute int64
-	ob          *outbox
-	delivering  sem // held by whoever runs deliver: Run, or Flush when Run does not
+	cfg        Config
+	clock      clock.Clock
+	log        *slog.Logger
+	filters    FilterSource
+	reducers   MemberSource
+	memberCh   <-chan struct{}
+	m          *metrics
+	meta0      aggstate.Meta // as loaded or created at New: incarnation and first minute never change
+	ob         *outbox
+	delivering sem // held by whoever runs deliver: Run, or Flush when Run does not
+	store      *aggstate.Store
+	wal        *wal.WAL
+	failed     chan struct{} // closed by fail
+	failOnce   sync.Once
 
 	// mu guards the counting state below; Forward holds it once per batch,
-	// so dedup and counting are one atomic step.
+	// so dedup, counting and the log append are one atomic step, and tick
+	// holds it while it makes closed minutes durable.
 	mu       sync.Mutex
-	seen     *dedup.Set
+	seen     *dedup.Set // ids of open minutes and of late clicks not yet durable
 	counter  *window.Counter
-	horizon  int64   // minutes before this are rejected and forgotten; never decreases
-	draining bool    // Flush started: Forward refuses new clicks
-	fids     []int64 // scratch for matching filter ids
+	meta     aggstate.Meta       // as last committed
+	horizon  int64               // minutes before this are rejected and forgotten; never decreases
+	segs     map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
+	commits  uint64              // state commits so far
+	draining bool                // Flush started: Forward refuses new clicks
+	closed   bool                // Close (or a simulated crash) released the storage
+	failErr  error               // storage failed: nothing is acknowledged or committed any more
+	fids     []int64             // scratch for matching filter ids
+	rec      []byte              // scratch for the log record of a batch
 	click    filter.Click
 }
 
-// New returns an aggregator whose first minute is the one containing
-// now - AllowedLateness.
+// segInfo tells when a log segment's clicks are all durable in the state
+// database: once every minute up to maxMinute is closed and, if it holds
+// late clicks, a commit happened after the last of them was appended.
+type segInfo struct {
+	maxMinute int64
+	hasLate   bool
+	lateAt    uint64 // commits when the last late click was appended
+}
+
+// New opens (or creates) the aggregator's state under Config.DataDir and
+// recovers: the committed state, then the clicks the log holds beyond it.
+// On the first start the first minute is the one containing
+// now - AllowedLateness; it and the incarnation are kept forever.
 func New(cfg Config, deps Deps) (*Aggregator, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -81,42 +105,151 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 	if cfg.NodeID == "" {
 		return nil, errors.New("aggregator config: node id is empty (set --node-id)")
 	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("aggregator config: data dir is empty (set --data-dir): the aggregator keeps its log and state there")
+	}
 	if deps.Clock == nil || deps.Filters == nil || deps.Reducers == nil {
 		return nil, errors.New("aggregator: Deps.Clock, Deps.Filters and Deps.Reducers are required")
 	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
-	now := deps.Clock.Now()
-	first := clock.Minute(now.Add(-cfg.AllowedLateness))
+	began := time.Now()
 	m := newMetrics(deps.Reg)
 	a := &Aggregator{
-		cfg:         cfg,
-		clock:       deps.Clock,
-		log:         deps.Log.With("component", "aggregator", "node", cfg.NodeID),
-		filters:     deps.Filters,
-		reducers:    deps.Reducers,
-		memberCh:    deps.Reducers.Subscribe(),
-		m:           m,
-		incarnation: now.UnixNano(),
-		firstMinute: first,
-		ob:          newOutbox(m),
-		delivering:  make(sem, 1),
-		seen:        dedup.New(),
-		counter:     window.New(first, cfg.AllowedLateness, cfg.PartialMaxCounts),
-		horizon:     clock.Minute(now.Add(-cfg.LateHorizon)),
+		cfg:        cfg,
+		clock:      deps.Clock,
+		log:        deps.Log.With("component", "aggregator", "node", cfg.NodeID),
+		filters:    deps.Filters,
+		reducers:   deps.Reducers,
+		m:          m,
+		delivering: make(sem, 1),
+		failed:     make(chan struct{}),
+		seen:       dedup.New(),
+		segs:       make(map[uint64]*segInfo),
 	}
+	store, err := aggstate.Open(filepath.Join(cfg.DataDir, "state"), deps.Log)
+	if err != nil {
+		return nil, fmt.Errorf("aggregator: %w", err)
+	}
+	a.store = store
+	a.ob = newOutbox(m, a.dropDurable)
+	if err := a.recover(deps); err != nil {
+		if a.wal != nil {
+			_ = a.wal.Close()
+		}
+		_ = store.Close()
+		return nil, fmt.Errorf("aggregator: recover from %s: %w", cfg.DataDir, err)
+	}
+	a.memberCh = deps.Reducers.Subscribe()
+	m.recoverySeconds.Set(time.Since(began).Seconds())
 	return a, nil
 }
 
-// Incarnation identifies this run: unix nanos at New.
-func (a *Aggregator) Incarnation() int64 { return a.incarnation }
+// recover loads or creates the meta record and the outbox, then replays the log.
+func (a *Aggregator) recover(deps Deps) error {
+	now := a.clock.Now()
+	meta, ok, err := a.store.Meta()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		first := clock.Minute(now.Add(-a.cfg.AllowedLateness))
+		meta = aggstate.Meta{Incarnation: now.UnixNano(), FirstMinute: first, NextMinute: first, NextSeq: 1, Horizon: clock.Minute(now.Add(-a.cfg.LateHorizon))}
+		b := a.store.NewBatch()
+		b.SetMeta(meta)
+		if err := b.Commit(); err != nil {
+			return err
+		}
+	}
+	a.meta0, a.meta = meta, meta
+	a.horizon = max(meta.Horizon, clock.Minute(now.Add(-a.cfg.LateHorizon)))
+	a.counter = window.New(meta.NextMinute, a.cfg.AllowedLateness, a.cfg.PartialMaxCounts)
+	parts, err := a.store.Outbox()
+	if err != nil {
+		return err
+	}
+	if err := a.ob.load(parts, meta.NextSeq); err != nil {
+		return err
+	}
+	var replayed, skipped int
+	w, rec, err := wal.Open(filepath.Join(a.cfg.DataDir, "wal"), a.cfg.WAL, wal.Deps{Log: deps.Log, Reg: deps.Reg, Sync: a.cfg.walSync}, func(seg uint64, payload []byte) error {
+		r, s, err := a.replay(seg, payload)
+		replayed += r
+		skipped += s
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	a.wal = w
+	a.m.replayed.Add(float64(replayed))
+	a.log.Info("recovered", "incarnation", meta.Incarnation, "first_minute", meta.FirstMinute, "next_minute", meta.NextMinute,
+		"next_sequence", meta.NextSeq, "outbox", len(parts), "log_segments", rec.Segments, "log_records", rec.Records,
+		"clicks_replayed", replayed, "clicks_already_durable", skipped, "torn_tail_bytes", rec.TornBytes)
+	return nil
+}
 
-// FirstMinute is the first minute this incarnation closes.
-func (a *Aggregator) FirstMinute() int64 { return a.firstMinute }
+// replay re-adds the clicks of one log record that are not durable in the
+// state database yet, exactly as they were added at first: to their open
+// minute, or as a correction of a closed one.
+func (a *Aggregator) replay(seg uint64, payload []byte) (replayed, skipped int, err error) {
+	r, err := newRecordReader(payload, a.fids)
+	if err != nil {
+		return 0, 0, err
+	}
+	for r.next() {
+		minute := r.minute
+		late := minute < a.meta.NextMinute
+		if late {
+			if minute < a.meta.Horizon {
+				skipped++ // closed and committed along with the horizon move; its id may be gone
+				continue
+			}
+			dup, err := a.store.Seen(minute, r.id)
+			if err != nil {
+				return replayed, skipped, err
+			}
+			if dup {
+				skipped++
+				continue
+			}
+		}
+		if !a.seen.Add(minute, r.id) {
+			skipped++
+			continue
+		}
+		a.counter.Add(minute, string(r.ad), r.filters)
+		a.noteAppendLocked(seg, minute, late)
+		replayed++
+	}
+	a.fids = r.filters
+	return replayed, skipped, r.err
+}
 
-// Forward counts a batch of validated clicks and answers a status per event.
-func (a *Aggregator) Forward(_ context.Context, req *clusterv1.ForwardRequest) (*clusterv1.ForwardResponse, error) {
+// noteAppendLocked records that seg holds a click of minute not yet durable elsewhere.
+func (a *Aggregator) noteAppendLocked(seg uint64, minute int64, late bool) {
+	si := a.segs[seg]
+	if si == nil {
+		si = &segInfo{maxMinute: minute}
+		a.segs[seg] = si
+	}
+	si.maxMinute = max(si.maxMinute, minute)
+	if late {
+		si.hasLate, si.lateAt = true, a.commits
+	}
+}
+
+// Incarnation identifies this aggregator's sequence space: unix nanos at
+// its first start, kept across restarts so sequences continue.
+func (a *Aggregator) Incarnation() int64 { return a.meta0.Incarnation }
+
+// FirstMinute is the first minute this incarnation closes, decided at the first start.
+func (a *Aggregator) FirstMinute() int64 { return a.meta0.FirstMinute }
+
+// Forward counts a batch of validated clicks and answers a status per
+// event, once the accepted ones are durable in the log.
+func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest) (*clusterv1.ForwardResponse, error) {
 	evs := req.GetEvents()
 	resp := &clusterv1.ForwardResponse{Status: make([]clusterv1.EventStatus, len(evs))}
 	if len(evs) == 0 {
@@ -129,15 +262,14 @@ func (a *Aggregator) Forward(_ context.Context, req *clusterv1.ForwardRequest) (
 	var accepted, dups, rejected, late int
 
 	a.mu.Lock()
-	if a.draining {
+	if err := a.refuseLocked(); err != nil {
 		a.mu.Unlock()
-		return nil, status.Errorf(codes.Unavailable, "aggregator %s is shutting down; retry the batch (duplicates are safe)", a.cfg.NodeID)
-	}
-	if n := a.ob.retained(); n >= a.cfg.MaxOutbox {
-		a.mu.Unlock()
-		return nil, status.Error(codes.ResourceExhausted, "aggregator outbox full: reducers are not keeping up; retry later")
+		return nil, err
 	}
 	a.advanceHorizonLocked(now)
+	next := a.counter.Next()
+	rec := startRecord(a.rec)
+	var prev, maxMinute int64
 	for i, ev := range evs {
 		ct := ev.GetClickTime()
 		if ct == nil {
@@ -160,7 +292,23 @@ func (a *Aggregator) Forward(_ context.Context, req *clusterv1.ForwardRequest) (
 			rejected++
 			continue
 		}
-		if !a.seen.Add(minute, ev.GetClickId()) {
+		id := ev.GetClickId()
+		isLate := minute < next
+		if isLate && !a.seen.Has(minute, id) {
+			// A closed minute's ids are only on disk.
+			dup, err := a.store.Seen(minute, id)
+			if err != nil {
+				err = a.failLocked(fmt.Errorf("look up a late click id: %w", err))
+				a.mu.Unlock()
+				return nil, err
+			}
+			if dup {
+				resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_DUPLICATE
+				dups++
+				continue
+			}
+		}
+		if !a.seen.Add(minute, id) {
 			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_DUPLICATE
 			dups++
 			continue
@@ -176,15 +324,72 @@ func (a *Aggregator) Forward(_ context.Context, req *clusterv1.ForwardRequest) (
 		if a.counter.Add(minute, ev.GetAdId(), a.fids) {
 			late++
 		}
+		rec = appendClick(rec, prev, minute, id, ev.GetAdId(), a.fids)
+		prev = minute
+		if accepted == 0 || minute > maxMinute {
+			maxMinute = minute
+		}
 		accepted++ // resp.Status[i] is already ACCEPTED (the zero value)
+	}
+	a.rec = rec
+	var pos wal.Pos
+	if accepted > 0 {
+		var err error
+		if pos, err = a.wal.Append(rec); err != nil {
+			err = a.failLocked(fmt.Errorf("append to the write-ahead log: %w", err))
+			a.mu.Unlock()
+			return nil, err
+		}
+		a.noteAppendLocked(pos.Segment, maxMinute, late > 0)
 	}
 	a.mu.Unlock()
 
+	if accepted > 0 {
+		if err := a.wal.Wait(pos.End); err != nil {
+			return nil, a.fail(fmt.Errorf("sync the write-ahead log: %w", err))
+		}
+	}
 	a.m.accepted.Add(float64(accepted))
 	a.m.duplicate.Add(float64(dups))
 	a.m.rejected.Add(float64(rejected))
 	a.m.late.Add(float64(late))
 	return resp, nil
+}
+
+// refuseLocked answers why no batch can be taken now, or nil.
+func (a *Aggregator) refuseLocked() error {
+	switch {
+	case a.failErr != nil:
+		return status.Errorf(codes.Unavailable, "aggregator %s stopped after a storage failure and must be restarted (%v); retry the batch (duplicates are safe)", a.cfg.NodeID, a.failErr)
+	case a.draining || a.closed:
+		return status.Errorf(codes.Unavailable, "aggregator %s is shutting down; retry the batch (duplicates are safe)", a.cfg.NodeID)
+	case a.ob.retained() >= a.cfg.MaxOutbox:
+		a.m.overload.WithLabelValues("outbox").Inc()
+		return status.Error(codes.ResourceExhausted, "aggregator outbox full: reducers are not keeping up; retry later")
+	case a.wal.Full():
+		a.m.overload.WithLabelValues("wal").Inc()
+		return status.Errorf(codes.ResourceExhausted, "aggregator %s: write-ahead log holds more than --wal-max-buffer-bytes (%d) not yet synced: the disk is not keeping up with the load; retry later, or add aggregators", a.cfg.NodeID, a.cfg.WAL.MaxBufferBytes)
+	}
+	return nil
+}
+
+// fail stops the aggregator for good after a storage failure: nothing more
+// is acknowledged or committed, and Run returns the error. It returns the
+// gRPC error to answer.
+func (a *Aggregator) fail(err error) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failLocked(err)
+}
+
+func (a *Aggregator) failLocked(err error) error {
+	if a.failErr == nil {
+		a.failErr = err
+		a.m.failed.Set(1)
+		a.log.Error("storage failed: the aggregator stops acknowledging clicks and must be restarted", "err", err)
+	}
+	a.failOnce.Do(func() { close(a.failed) })
+	return status.Errorf(codes.Unavailable, "aggregator %s stopped after a storage failure and must be restarted (%v); retry the batch (duplicates are safe)", a.cfg.NodeID, a.failErr)
 }
 
 func (a *Aggregator) reject(resp *clusterv1.ForwardResponse, i int, reason string) {
@@ -204,27 +409,122 @@ func (a *Aggregator) advanceHorizonLocked(now time.Time) {
 	}
 }
 
-// tick closes due minutes and moves them and pending corrections to the outbox.
-func (a *Aggregator) tick() {
+// tick closes due minutes and makes them, the pending corrections and
+// their click ids durable, then hands them to the outbox.
+func (a *Aggregator) tick() error {
 	now := a.clock.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if a.failErr != nil {
+		return a.failErr
+	}
+	if a.closed {
+		return nil
+	}
 	a.advanceHorizonLocked(now)
+	return a.commitLocked(now)
+}
+
+// commitLocked closes the minutes due at now and commits, in one synced
+// batch: their partials and the pending corrections (taking the next
+// sequences), the click ids of both, and the meta (next minute, next
+// sequence, horizon, with the ids before the horizon deleted). Only then are
+// the partials handed to the outbox (a sequence is never sent before it is
+// durable, so it is never reused) and the ids dropped from memory.
+func (a *Aggregator) commitLocked(now time.Time) error {
 	closed := a.counter.Close(now)
+	corrections := a.counter.Corrections()
+	next := a.counter.Next()
+	if len(closed) == 0 && len(corrections) == 0 && a.horizon <= a.meta.Horizon {
+		return nil
+	}
+	meta := a.meta
+	b := a.store.NewBatch()
+	a.seen.EachBefore(next, b.AddID)
+	parts := make([]*clusterv1.Partial, 0, len(closed)+len(corrections))
+	for _, ps := range [][]window.Partial{closed, corrections} {
+		for _, p := range ps {
+			pp := toProto(p, meta.NextSeq)
+			meta.NextSeq++
+			if err := b.AddPartial(pp); err != nil {
+				b.Discard()
+				return a.failLocked(err)
+			}
+			parts = append(parts, pp)
+		}
+	}
+	if a.horizon > meta.Horizon {
+		b.ForgetIDsBefore(a.horizon)
+		meta.Horizon = a.horizon
+	}
+	meta.NextMinute = next
+	b.SetMeta(meta)
+	ids := b.IDs()
+	if err := b.Commit(); err != nil {
+		// The closed minutes left the counter: this node cannot go on.
+		a.failLocked(fmt.Errorf("commit closed minutes: %w", err))
+		return a.failErr
+	}
+	a.meta = meta
+	a.commits++
+	a.seen.Forget(next)
+	if err := a.ob.add(parts); err != nil {
+		a.failLocked(err)
+		return a.failErr
+	}
 	for _, p := range closed {
 		if p.Closes {
 			a.m.minutesClosed.Inc()
 		}
 	}
-	// Appending under a.mu keeps sequence order equal to emission order.
-	a.ob.add(closed)
-	a.ob.add(a.counter.Corrections())
+	a.m.commits.Inc()
+	a.m.durableIDs.Add(float64(ids))
 	a.m.openMinutes.Set(float64(a.counter.OpenMinutes()))
 	a.m.dedupIDs.Set(float64(a.seen.Len()))
+	a.removeSegmentsLocked()
+	return nil
+}
+
+// removeSegmentsLocked deletes the oldest log segments whose clicks are all
+// durable in the state database.
+func (a *Aggregator) removeSegmentsLocked() {
+	cur := a.wal.Segment()
+	var upTo uint64
+	for _, s := range a.wal.Segments() {
+		if s >= cur {
+			break
+		}
+		if si := a.segs[s]; si != nil && (si.maxMinute >= a.meta.NextMinute || si.hasLate && a.commits <= si.lateAt) {
+			break
+		}
+		upTo = s + 1
+	}
+	if upTo == 0 {
+		return
+	}
+	n, err := a.wal.RemoveBefore(upTo)
+	if err != nil {
+		a.log.Warn("cannot delete write-ahead log segments; retrying at the next commit", "err", err)
+	}
+	if n > 0 {
+		for s := range a.segs {
+			if s < upTo {
+				delete(a.segs, s)
+			}
+		}
+	}
+}
+
+// dropDurable deletes the durable copies of partials every reducer acknowledged.
+func (a *Aggregator) dropDurable(through uint64) {
+	if err := a.store.DropOutbox(through); err != nil && !errors.Is(err, aggstate.ErrClosed) {
+		a.log.Warn("cannot drop acknowledged partials from disk; they will be resent (as no-ops) after a restart", "through", through, "err", err)
+	}
 }
 
 // Run closes minutes and flushes corrections every TickInterval, and
-// delivers partials to the registered reducers, until ctx is done.
+// delivers partials to the registered reducers, until ctx is done. It
+// returns an error when storage failed: the node must then exit.
 func (a *Aggregator) Run(ctx context.Context) error {
 	if !a.delivering.tryAcquire() {
 		return errBusy
@@ -233,31 +533,56 @@ func (a *Aggregator) Run(ctx context.Context) error {
 		a.delivering.release()
 		a.ob.notify() // a waiting Flush takes delivery over
 	}()
+	dctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { a.deliver(ctx) })
+	wg.Go(func() { a.deliver(dctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	t := time.NewTicker(a.cfg.TickInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
-			a.tick()
+			if err := a.tick(); err != nil {
+				return fmt.Errorf("aggregator %s: %w", a.cfg.NodeID, err)
+			}
+		case <-a.failed:
+			return fmt.Errorf("aggregator %s: %w", a.cfg.NodeID, a.err())
 		case <-ctx.Done():
-			wg.Wait()
 			return nil
 		}
 	}
 }
 
-// Flush stops accepting clicks, moves everything counted and not yet
-// emitted into the outbox as non-closing partials (minutes are not claimed
-// closed early), and delivers the outbox until it is empty or ctx ends. It
-// relies on a running Run to deliver, and delivers itself when Run is not
-// running (or stops meanwhile). The error tells how much was left.
+func (a *Aggregator) err() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.failErr
+}
+
+// Flush stops accepting clicks, commits the minutes due and the pending
+// corrections, syncs the log, and delivers the outbox until it is empty or
+// ctx ends. Open minutes are not sent: they are in the log and continue
+// after a restart. It relies on a running Run to deliver, and delivers
+// itself when Run is not running (or stops meanwhile). The error tells how
+// much was left.
 func (a *Aggregator) Flush(ctx context.Context) error {
 	a.mu.Lock()
 	a.draining = true
-	a.ob.add(a.counter.Drain())
+	var err error
+	if a.failErr == nil && !a.closed {
+		a.advanceHorizonLocked(a.clock.Now())
+		err = a.commitLocked(a.clock.Now())
+	}
 	a.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := a.wal.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
+		return a.fail(fmt.Errorf("sync the write-ahead log: %w", err))
+	}
 	for {
 		// Take the change channel before trying: a Run that stops after a
 		// failed try closes it, so this loop comes back to take over.
@@ -282,4 +607,21 @@ func (a *Aggregator) Flush(ctx context.Context) error {
 			return fmt.Errorf("%d partials not yet acknowledged by every registered reducer: %w", n, ctx.Err())
 		}
 	}
+}
+
+// Close syncs and closes the log and the state database. Call it after
+// Flush and after Run returned; Forward answers UNAVAILABLE from then on.
+func (a *Aggregator) Close() error {
+	a.mu.Lock()
+	if a.closed {
+		a.mu.Unlock()
+		return nil
+	}
+	a.closed, a.draining = true, true
+	a.mu.Unlock()
+	werr := a.wal.Close()
+	if errors.Is(werr, wal.ErrClosed) {
+		werr = nil
+	}
+	return errors.Join(werr, a.store.Close())
 }

@@ -4,7 +4,10 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"time"
+
+	"github.com/adclick/adclick/pkg/wal"
 )
 
 // Defaults, one reason each.
@@ -31,7 +34,7 @@ const (
 // Config configures an aggregator.
 type Config struct {
 	NodeID          string        // set by the caller from --node-id
-	DataDir         string        // set by the caller; unused until durability work
+	DataDir         string        // set by the caller: the log goes to DataDir/wal, the state database to DataDir/state
 	AllowedLateness time.Duration // a minute closes at its end plus this
 	LateHorizon     time.Duration // clicks older than this are rejected
 	TickInterval    time.Duration // how often minutes are checked for closing and corrections flushed
@@ -42,6 +45,9 @@ type Config struct {
 	PartialMaxCounts  int
 	DeliverTimeout    time.Duration // deadline of one Apply call
 	DeliverBackoffMax time.Duration // cap of the retry backoff towards a failing reducer
+	WAL               wal.Config    // the write-ahead log (--wal-* flags)
+
+	walSync func(*os.File) error // tests inject fsync failures
 }
 
 // RegisterFlags registers the aggregator's own flags with their defaults.
@@ -54,6 +60,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
 	fs.DurationVar(&c.DeliverBackoffMax, "deliver-backoff-max", defaultDeliverBackoffMax, "cap of the retry backoff towards a failing reducer")
+	c.WAL.RegisterFlags(fs)
 }
 
 // withDefaults fills zero fields, so a Config built in code needs only what it changes.
@@ -75,6 +82,7 @@ func (c Config) withDefaults() Config {
 	defInt(&c.DeliverBatch, defaultDeliverBatch)
 	defInt(&c.MaxOutbox, defaultMaxOutbox)
 	defInt(&c.PartialMaxCounts, defaultPartialMaxCounts)
+	c.WAL = c.WAL.WithDefaults()
 	return c
 }
 
@@ -97,6 +105,9 @@ func (c Config) Validate() error {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}
+	}
+	if err := c.WAL.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

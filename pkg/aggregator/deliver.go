@@ -156,7 +156,7 @@ func (a *Aggregator) apply(ctx context.Context, client clusterv1.ReducerServiceC
 	defer cancel()
 	resp, err := client.Apply(cctx, &clusterv1.ApplyRequest{
 		AggregatorId: a.cfg.NodeID,
-		Incarnation:  a.incarnation,
+		Incarnation:  a.Incarnation(),
 		Partials:     batch,
 	})
 	if err == nil {

@@ -2,10 +2,12 @@ package aggregator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/prototext"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -113,11 +116,13 @@ type fakeReducer struct {
 	counts    map[countKey]int64
 	closed    []int64 // minutes, in the order their closing partial arrived
 	addr      string
+	content   map[string]map[uint64]string // aggregator/incarnation -> sequence -> partial content
+	reused    []string                     // sequences received again with other content
 }
 
 func startReducer(t *testing.T, failFirst int) *fakeReducer {
 	t.Helper()
-	r := &fakeReducer{failFirst: failFirst, applied: map[string]uint64{}, counts: map[countKey]int64{}}
+	r := &fakeReducer{failFirst: failFirst, applied: map[string]uint64{}, counts: map[countKey]int64{}, content: map[string]map[uint64]string{}}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -139,7 +144,14 @@ func (r *fakeReducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cl
 	}
 	key := fmt.Sprintf("%s/%d", req.AggregatorId, req.Incarnation)
 	through := r.applied[key]
+	if r.content[key] == nil {
+		r.content[key] = map[uint64]string{}
+	}
 	for _, p := range req.Partials {
+		c := prototext.Format(p)
+		if old, ok := r.content[key][p.Sequence]; ok && old != c {
+			r.reused = append(r.reused, fmt.Sprintf("%s seq %d: had %q, got %q", key, p.Sequence, old, c))
+		}
 		if p.Sequence <= through {
 			continue // resend: no-op
 		}
@@ -149,6 +161,7 @@ func (r *fakeReducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cl
 			r.applied[key] = through
 			return nil, st.Err()
 		}
+		r.content[key][p.Sequence] = c
 		for _, c := range p.Counts {
 			r.counts[countKey{c.Filter, c.AdId, p.Minute}] += c.Count
 		}
@@ -191,37 +204,112 @@ type testEnv struct {
 	agg     *Aggregator
 	clk     *clock.Fake
 	members *fakeMembers
+	cfg     Config
+	set     *filter.Set
 }
 
 func newTestAggregator(t testing.TB, start time.Time, set *filter.Set, mutate func(*Config)) *testEnv {
 	t.Helper()
-	cfg := Config{NodeID: "agg-1", AllowedLateness: 15 * time.Second, TickInterval: 5 * time.Millisecond, DeliverBackoffMax: 100 * time.Millisecond}
+	cfg := Config{NodeID: "agg-1", DataDir: t.TempDir(), AllowedLateness: 15 * time.Second, TickInterval: 5 * time.Millisecond, DeliverBackoffMax: 100 * time.Millisecond}
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	env := &testEnv{clk: clock.NewFake(start), members: &fakeMembers{}}
-	a, err := New(cfg, Deps{
-		Clock:    env.clk,
+	env := &testEnv{clk: clock.NewFake(start), members: &fakeMembers{}, cfg: cfg, set: set}
+	env.open(t)
+	return env
+}
+
+// open starts an aggregator on the environment's data dir and clock; it is
+// closed at the end of the test unless it crashed or was closed before.
+func (e *testEnv) open(t testing.TB) {
+	t.Helper()
+	a, err := New(e.cfg, Deps{
+		Clock:    e.clk,
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Filters:  fixedFilters{set},
-		Reducers: env.members,
+		Filters:  fixedFilters{e.set},
+		Reducers: e.members,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.agg = a
-	return env
+	e.agg = a
+	t.Cleanup(func() { _ = a.Close() })
 }
 
-func (e *testEnv) run(t *testing.T) {
+// crash abandons the aggregator like a kill -9: what the log has not
+// synced is lost, nothing is flushed or delivered; the files are released
+// so that a new aggregator can open them. Run must have stopped.
+func (e *testEnv) crash() {
+	a := e.agg
+	a.mu.Lock()
+	a.closed = true
+	a.mu.Unlock()
+	a.wal.Abandon()
+	_ = a.store.Close()
+}
+
+// run runs the aggregator until the test ends or the returned stop is called.
+func (e *testEnv) run(t *testing.T) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- e.agg.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
+	a := e.agg
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// syncCtl is an fsync hook tests switch between syncing, blocking until
+// released, and failing. Safe for concurrent use.
+type syncCtl struct {
+	mu      sync.Mutex
+	mode    int // 0 sync, 1 block, 2 fail
+	release chan struct{}
+	blocked chan struct{} // receives when a sync blocks
+}
+
+func newSyncCtl() *syncCtl { return &syncCtl{blocked: make(chan struct{}, 1)} }
+
+func (s *syncCtl) set(mode int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mode == 1 && mode != 1 {
+		close(s.release)
+	}
+	if mode == 1 && s.mode != 1 {
+		s.release = make(chan struct{})
+	}
+	s.mode = mode
+}
+
+func (s *syncCtl) sync(f *os.File) error {
+	s.mu.Lock()
+	mode, release := s.mode, s.release
+	s.mu.Unlock()
+	switch mode {
+	case 1:
+		select {
+		case s.blocked <- struct{}{}:
+		default:
 		}
-	})
+		<-release
+		return errors.New("fsync interrupted (test crash)")
+	case 2:
+		return errors.New("injected EIO")
+	}
+	return f.Sync()
+}
+
+func wantCode(err error, code string) bool {
+	st, ok := status.FromError(err)
+	return ok && st.Code().String() == code
 }

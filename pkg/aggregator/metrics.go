@@ -14,6 +14,12 @@ type metrics struct {
 	outbox                        prometheus.Gauge
 	delivered                     *prometheus.CounterVec
 	deliverErrors                 *prometheus.CounterVec
+	overload                      *prometheus.CounterVec
+	recoverySeconds               prometheus.Gauge
+	replayed                      prometheus.Counter
+	commits                       prometheus.Counter
+	durableIDs                    prometheus.Counter
+	failed                        prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -54,5 +60,29 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "adclick_aggregator_deliver_errors_total",
 			Help: "Failed Apply calls to a reducer (each is retried).",
 		}, []string{"reducer"}),
+		overload: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "adclick_aggregator_overload_total",
+			Help: "Forward batches refused with RESOURCE_EXHAUSTED, by what was full: outbox (reducers behind) or wal (disk behind).",
+		}, []string{"reason"}),
+		recoverySeconds: f.NewGauge(prometheus.GaugeOpts{
+			Name: "adclick_aggregator_recovery_seconds",
+			Help: "Time the last start took to load the state database and replay the write-ahead log.",
+		}),
+		replayed: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_aggregator_replayed_clicks_total",
+			Help: "Clicks re-added from the write-ahead log at start (not yet durable in the state database).",
+		}),
+		commits: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_aggregator_state_commits_total",
+			Help: "Synced state commits (closed minutes and corrections with their click ids).",
+		}),
+		durableIDs: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_aggregator_durable_ids_total",
+			Help: "Click ids moved from memory to the state database as their minutes closed or corrections left.",
+		}),
+		failed: f.NewGauge(prometheus.GaugeOpts{
+			Name: "adclick_aggregator_failed",
+			Help: "1 once storage failed: the aggregator acknowledges nothing more and must be restarted.",
+		}),
 	}
 }

@@ -19,9 +19,12 @@ type outbox struct {
 	wakers  map[chan struct{}]struct{}
 	changed chan struct{} // closed and replaced when acks or membership change
 	m       *metrics
+	// drop deletes the durable copies of partials through a sequence; called
+	// under mu after a trim, it must not call back into the outbox.
+	drop func(through uint64)
 }
 
-func newOutbox(m *metrics) *outbox {
+func newOutbox(m *metrics, drop func(through uint64)) *outbox {
 	return &outbox{
 		first:   1,
 		next:    1,
@@ -29,18 +32,23 @@ func newOutbox(m *metrics) *outbox {
 		wakers:  make(map[chan struct{}]struct{}),
 		changed: make(chan struct{}),
 		m:       m,
+		drop:    drop,
 	}
 }
 
-// add assigns the next sequences to ps, keeps them, and wakes the senders.
-func (o *outbox) add(ps []window.Partial) {
+// add keeps ps, which carry the next sequences in order (they were made
+// durable with them), and wakes the senders.
+func (o *outbox) add(ps []*clusterv1.Partial) error {
 	if len(ps) == 0 {
-		return
+		return nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, p := range ps {
-		o.parts = append(o.parts, toProto(p, o.next))
+		if p.Sequence != o.next {
+			return fmt.Errorf("outbox: partial with sequence %d, want %d", p.Sequence, o.next)
+		}
+		o.parts = append(o.parts, p)
 		o.next++
 	}
 	o.m.outbox.Set(float64(len(o.parts)))
@@ -50,6 +58,29 @@ func (o *outbox) add(ps []window.Partial) {
 		default: // a wake-up is already pending
 		}
 	}
+	return nil
+}
+
+// load restores the retained partials read back from disk; next is the
+// sequence of the next partial to be emitted.
+func (o *outbox) load(ps []*clusterv1.Partial, next uint64) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.first, o.next, o.parts = next, next, nil
+	if len(ps) > 0 {
+		o.first = ps[0].Sequence
+		for i, p := range ps {
+			if p.Sequence != o.first+uint64(i) {
+				return fmt.Errorf("outbox on disk has a gap: sequence %d after %d", p.Sequence, o.first+uint64(i)-1)
+			}
+		}
+		if last := ps[len(ps)-1].Sequence; last+1 != next {
+			return fmt.Errorf("outbox on disk ends at sequence %d but the next sequence is %d", last, next)
+		}
+		o.parts = ps
+	}
+	o.m.outbox.Set(float64(len(o.parts)))
+	return nil
 }
 
 // toProto converts p with one allocation for all its counts.
@@ -148,6 +179,9 @@ func (o *outbox) trimLocked() {
 	clear(o.parts[:n])
 	o.parts = o.parts[n:]
 	o.first += uint64(n)
+	if o.drop != nil {
+		o.drop(o.first - 1)
+	}
 	if len(o.parts) == 0 {
 		o.parts = nil // let the backing array go
 	}

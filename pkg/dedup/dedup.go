@@ -1,6 +1,8 @@
 package dedup
 
 import (
+	"unsafe"
+
 	"github.com/cespare/xxhash/v2"
 )
 
@@ -37,6 +39,22 @@ func (s *Set) Add(minute int64, id string) bool {
 	}
 	s.n++
 	return true
+}
+
+// Has reports whether id is remembered under minute.
+func (s *Set) Has(minute int64, id string) bool {
+	b := s.minutes[minute]
+	return b != nil && b.has(id)
+}
+
+// EachBefore calls fn for every id remembered under a minute before the
+// given one, minute by minute (in no particular order).
+func (s *Set) EachBefore(before int64, fn func(minute int64, id string)) {
+	for m, b := range s.minutes {
+		if m < before {
+			b.each(func(id string) { fn(m, id) })
+		}
+	}
 }
 
 // Forget drops every minute before the given one and returns how many ids it dropped.
@@ -101,6 +119,34 @@ func (b *bucket) add(id string) bool {
 		return false
 	}
 	return b.addOverflow(id)
+}
+
+func (b *bucket) has(id string) bool {
+	if len(id) <= maxArenaID {
+		if loc, ok := b.index[hashID(id)]; ok && b.equal(loc, id) {
+			return true
+		}
+	}
+	_, ok := b.overflow[id]
+	return ok
+}
+
+// each calls fn for every id of the bucket; the string is only valid during the call.
+func (b *bucket) each(fn func(id string)) {
+	for _, c := range b.chunks {
+		for off := 0; off < len(c); {
+			n := int(c[off])
+			if n == 0 {
+				fn("")
+			} else {
+				fn(unsafe.String(&c[off+1], n))
+			}
+			off += 1 + n
+		}
+	}
+	for id := range b.overflow {
+		fn(id)
+	}
 }
 
 func (b *bucket) addOverflow(id string) bool {

@@ -140,3 +140,38 @@ func TestMemoryPerID(t *testing.T) {
 	runtime.KeepAlive(ids)
 	runtime.KeepAlive(s)
 }
+
+// TestHasAndEachBefore: Has agrees with Add, and EachBefore hands out
+// exactly the ids of the minutes before the bound, also collided and long ones.
+func TestHasAndEachBefore(t *testing.T) {
+	old := hashID
+	hashID = func(s string) uint64 { return uint64(len(s) % 3) } // many collisions
+	t.Cleanup(func() { hashID = old })
+	s := New()
+	want := map[string]bool{}
+	long := strings.Repeat("y", 300)
+	for i, id := range []string{"", "a", "bb", "ccc", "dddd", long} {
+		for _, m := range []int64{60, 120, 180} {
+			s.Add(m, id)
+			if m < 180 {
+				want[fmt.Sprintf("%d/%s", m, id)] = true
+			}
+		}
+		if !s.Has(120, id) || s.Has(240, id) {
+			t.Fatalf("id %d: Has disagrees with Add", i)
+		}
+	}
+	if s.Has(60, "zz") {
+		t.Fatal("Has of an id never added")
+	}
+	got := map[string]bool{}
+	s.EachBefore(180, func(m int64, id string) { got[fmt.Sprintf("%d/%s", m, id)] = true })
+	if len(got) != len(want) {
+		t.Fatalf("EachBefore gave %d ids, want %d", len(got), len(want))
+	}
+	for k := range want {
+		if !got[k] {
+			t.Fatalf("EachBefore missed %.20q", k)
+		}
+	}
+}

@@ -1,0 +1,499 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// ErrClosed is returned by appends after Close or Abandon.
+var ErrClosed = errors.New("wal: closed")
+
+// Deps are the log's collaborators.
+type Deps struct {
+	Log *slog.Logger
+	Reg prometheus.Registerer
+	// Sync makes a segment file durable; nil means f.Sync. Tests inject failures.
+	Sync func(f *os.File) error
+}
+
+// Pos is where an appended record lives.
+type Pos struct {
+	Segment uint64 // the segment file holding the record
+	End     uint64 // log offset just past the record; Wait(End) waits for it
+}
+
+// Recovery tells what Open found.
+type Recovery struct {
+	Segments   int    // segment files read
+	Records    int    // valid records replayed
+	TornFile   string // file whose tail was cut off, if any
+	TornOffset int64  // where it was cut
+	TornBytes  int64  // how many bytes were cut
+}
+
+// Stats are counters since Open.
+type Stats struct{ Appends, Fsyncs uint64 }
+
+// WAL is an append-only, segmented, group-committed log. Safe for
+// concurrent use: Append and Wait from any goroutine; one goroutine of its
+// own writes and syncs.
+type WAL struct {
+	dir    string
+	cfg    Config
+	log    *slog.Logger
+	m      *metrics
+	syncFn func(*os.File) error
+
+	appends, fsyncs atomic.Uint64
+
+	mu        sync.Mutex
+	cond      *sync.Cond // on mu: durable moved or err set
+	pending   []chunk    // appended, not yet taken by the writer
+	spare     [][]byte   // buffers to reuse
+	appended  uint64     // log offset past the last appended record
+	durable   uint64     // log offset through which everything is synced
+	appendSeg uint64     // segment the next append goes to
+	segBytes  int64      // bytes appended to appendSeg
+	openSeg   uint64     // segment the writer has open or opens next; lower ones are complete and synced
+	segs      []uint64   // segment files on disk, ascending
+	err       error      // sticky: set once a write or sync failed, or at Close
+	closed    bool
+	abandoned bool
+
+	kick, full, quit, done, failed chan struct{}
+	f                              *os.File // writer-owned
+	fseg                           uint64
+}
+
+type chunk struct {
+	seg  uint64
+	data []byte
+}
+
+// Open reads every record of the log in dir in order, calling replay with
+// the segment and payload (valid only during the call), cuts off a torn
+// tail, and returns the log ready for appends to a new segment.
+func Open(dir string, cfg Config, deps Deps, replay func(seg uint64, payload []byte) error) (*WAL, Recovery, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, Recovery{}, err
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	w := &WAL{
+		dir: dir, cfg: cfg, log: deps.Log.With("component", "wal", "dir", dir), m: newMetrics(deps.Reg), syncFn: deps.Sync,
+		kick: make(chan struct{}, 1), full: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), failed: make(chan struct{}),
+	}
+	if w.syncFn == nil {
+		w.syncFn = (*os.File).Sync
+	}
+	w.cond = sync.NewCond(&w.mu)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, Recovery{}, fmt.Errorf("wal: create %s: %w", dir, err)
+	}
+	segs, err := listSegments(dir)
+	if err != nil {
+		return nil, Recovery{}, err
+	}
+	var rec Recovery
+	for i, seg := range segs {
+		if err := w.replaySegment(seg, i == len(segs)-1, replay, &rec); err != nil {
+			return nil, rec, err
+		}
+	}
+	w.segs = segs
+	w.appendSeg = 1
+	if len(segs) > 0 {
+		w.appendSeg = segs[len(segs)-1] + 1
+	}
+	w.openSeg = w.appendSeg
+	w.m.segments.Set(float64(len(segs)))
+	go w.run()
+	return w, rec, nil
+}
+
+func segmentName(seg uint64) string { return fmt.Sprintf("%016x.wal", seg) }
+
+func listSegments(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("wal: list %s: %w", dir, err)
+	}
+	var segs []uint64
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".wal")
+		if !ok || e.IsDir() {
+			continue
+		}
+		seg, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			return nil, fmt.Errorf("wal: unexpected file %s in %s", e.Name(), dir)
+		}
+		segs = append(segs, seg)
+	}
+	slices.Sort(segs)
+	return segs, nil
+}
+
+// replaySegment replays one segment; a bad record is cut off when it ends
+// the log, and is an error otherwise.
+func (w *WAL) replaySegment(seg uint64, last bool, replay func(uint64, []byte) error, rec *Recovery) error {
+	path := filepath.Join(w.dir, segmentName(seg))
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("wal: read %s: %w", path, err)
+	}
+	rec.Segments++
+	off := 0
+	for off < len(data) {
+		payload, n, derr := DecodeRecord(data[off:])
+		if derr == nil {
+			if err := replay(seg, payload); err != nil {
+				return fmt.Errorf("wal: replay record at %s offset %d: %w", path, off, err)
+			}
+			rec.Records++
+			off += n
+			continue
+		}
+		if !last {
+			return fmt.Errorf("wal: %w in %s at offset %d, and later segments follow: the log is damaged in the middle; refusing to start (restore the data dir or move the damaged files away, accepting the loss)", derr, path, off)
+		}
+		if next := validRecordAfter(data, off+1); next >= 0 {
+			return fmt.Errorf("wal: %w in %s at offset %d, followed by a valid record at offset %d: the log is damaged in the middle; refusing to start (if this follows a power loss, truncating the file at offset %d drops only unacknowledged writes)", derr, path, off, next, off)
+		}
+		w.log.Warn("cutting off torn tail of the write-ahead log (writes not acknowledged before a crash)", "file", path, "offset", off, "bytes", len(data)-off, "reason", derr)
+		w.m.tornTails.Inc()
+		rec.TornFile, rec.TornOffset, rec.TornBytes = path, int64(off), int64(len(data)-off)
+		if err := truncateSync(path, int64(off)); err != nil {
+			return err
+		}
+		break
+	}
+	return nil
+}
+
+func truncateSync(path string, size int64) error {
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		return fmt.Errorf("wal: open %s to cut its torn tail: %w", path, err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		return fmt.Errorf("wal: truncate %s at %d: %w", path, size, err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("wal: sync %s after truncating: %w", path, err)
+	}
+	return nil
+}
+
+// Append adds payload (not empty) as one record and returns its position.
+// The record is durable once Wait(pos.End) returns nil. Append copies
+// payload and makes no syscall.
+func (w *WAL) Append(payload []byte) (Pos, error) {
+	if len(payload) == 0 || len(payload) > MaxRecordBytes {
+		return Pos{}, fmt.Errorf("wal: record of %d bytes; want 1 to %d", len(payload), MaxRecordBytes)
+	}
+	size := HeaderSize + len(payload)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.err != nil {
+		return Pos{}, w.err
+	}
+	if w.segBytes > 0 && w.segBytes+int64(size) > w.cfg.SegmentBytes {
+		w.appendSeg++
+		w.segBytes = 0
+	}
+	if n := len(w.pending); n == 0 || w.pending[n-1].seg != w.appendSeg {
+		var buf []byte
+		if k := len(w.spare); k > 0 {
+			buf, w.spare = w.spare[k-1][:0], w.spare[:k-1]
+		}
+		w.pending = append(w.pending, chunk{seg: w.appendSeg, data: buf})
+	}
+	c := &w.pending[len(w.pending)-1]
+	c.data = AppendRecord(c.data, payload)
+	w.segBytes += int64(size)
+	w.appended += uint64(size)
+	w.appends.Add(1)
+	signal(w.kick)
+	if w.cfg.SyncInterval > 0 && int(w.appended-w.durable) >= w.cfg.SyncBytes {
+		signal(w.full)
+	}
+	return Pos{Segment: w.appendSeg, End: w.appended}, nil
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Wait blocks until the log is durable through end, or fails.
+func (w *WAL) Wait(end uint64) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for w.durable < end && w.err == nil {
+		w.cond.Wait()
+	}
+	if w.durable >= end {
+		return nil
+	}
+	return w.err
+}
+
+// Sync waits until everything appended so far is durable.
+func (w *WAL) Sync() error {
+	w.mu.Lock()
+	end := w.appended
+	w.mu.Unlock()
+	return w.Wait(end)
+}
+
+// Full reports whether more than Config.MaxBufferBytes are appended and not
+// yet durable: appends outrun the disk.
+func (w *WAL) Full() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return int(w.appended-w.durable) >= w.cfg.MaxBufferBytes
+}
+
+// Failed is closed once a write or fsync failed; Err tells why.
+func (w *WAL) Failed() <-chan struct{} { return w.failed }
+
+// Err is the error that failed or closed the log, or nil.
+func (w *WAL) Err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.err
+}
+
+// Segment is the segment the next append goes to; lower segments receive
+// no more appends.
+func (w *WAL) Segment() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.appendSeg
+}
+
+// Segments lists the segment files on disk.
+func (w *WAL) Segments() []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.segs)
+}
+
+// Stats returns counters since Open.
+func (w *WAL) Stats() Stats { return Stats{Appends: w.appends.Load(), Fsyncs: w.fsyncs.Load()} }
+
+// RemoveBefore deletes the segment files below seg that are complete (no
+// longer written) and returns how many it deleted.
+func (w *WAL) RemoveBefore(seg uint64) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for len(w.segs) > 0 && w.segs[0] < seg && w.segs[0] < w.openSeg {
+		path := filepath.Join(w.dir, segmentName(w.segs[0]))
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, fmt.Errorf("wal: remove %s: %w", path, err)
+		}
+		w.segs = w.segs[1:]
+		n++
+	}
+	w.m.segments.Set(float64(len(w.segs)))
+	return n, nil
+}
+
+// Close syncs what was appended and closes the log.
+func (w *WAL) Close() error {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.mu.Unlock()
+	close(w.quit)
+	<-w.done
+	w.mu.Lock()
+	err := w.err
+	if err == nil {
+		w.err = ErrClosed
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	if w.f != nil {
+		if cerr := w.f.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("wal: close: %w", cerr)
+		}
+	}
+	return err
+}
+
+// Abandon stops the log like a kill -9 would: appends not yet written are
+// dropped, nothing more is synced, files are closed. For crash tests.
+func (w *WAL) Abandon() {
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return
+	}
+	w.closed, w.abandoned = true, true
+	w.pending = nil
+	if w.err == nil {
+		w.err = ErrClosed
+	}
+	w.cond.Broadcast()
+	w.mu.Unlock()
+	close(w.quit)
+	<-w.done
+	if w.f != nil {
+		_ = w.f.Close()
+	}
+}
+
+// run is the writer: it takes what was appended, writes it and fsyncs,
+// one group at a time.
+func (w *WAL) run() {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.kick:
+		case <-w.quit:
+		}
+		if w.cfg.SyncInterval > 0 {
+			t := time.NewTimer(w.cfg.SyncInterval)
+			select {
+			case <-t.C:
+			case <-w.full:
+			case <-w.quit:
+			}
+			t.Stop()
+		}
+		w.mu.Lock()
+		if w.abandoned {
+			w.mu.Unlock()
+			return
+		}
+		chunks, end, closing := w.pending, w.appended, w.closed
+		w.pending = nil
+		w.m.bufferBytes.Set(float64(end - w.durable))
+		w.mu.Unlock()
+		if len(chunks) > 0 {
+			err := w.write(chunks)
+			w.mu.Lock()
+			for _, c := range chunks {
+				if cap(c.data) <= 4*w.cfg.SyncBytes && len(w.spare) < 4 {
+					w.spare = append(w.spare, c.data[:0])
+				}
+			}
+			if err != nil {
+				if w.err == nil || w.err == ErrClosed {
+					w.err = err
+				}
+				w.cond.Broadcast()
+				w.mu.Unlock()
+				w.m.failed.Set(1)
+				w.log.Error("write-ahead log failed: no more appends are acknowledged; restart the node", "err", err)
+				close(w.failed)
+				return
+			}
+			w.durable = end
+			w.cond.Broadcast()
+			w.mu.Unlock()
+		}
+		if closing {
+			w.mu.Lock()
+			empty := len(w.pending) == 0
+			w.mu.Unlock()
+			if empty {
+				return
+			}
+			signal(w.kick)
+		}
+	}
+}
+
+// write writes chunks in order, moving to new segment files as they say,
+// and fsyncs. A segment is complete and synced before the next one starts.
+func (w *WAL) write(chunks []chunk) error {
+	for _, c := range chunks {
+		if w.f == nil || c.seg != w.fseg {
+			if err := w.startSegment(c.seg); err != nil {
+				return err
+			}
+		}
+		if _, err := w.f.Write(c.data); err != nil {
+			return fmt.Errorf("wal: write %s: %w", w.f.Name(), err)
+		}
+		w.m.bytes.Add(float64(len(c.data)))
+	}
+	return w.sync(w.f)
+}
+
+func (w *WAL) startSegment(seg uint64) error {
+	if w.f != nil {
+		if err := w.sync(w.f); err != nil {
+			return err
+		}
+		if err := w.f.Close(); err != nil {
+			return fmt.Errorf("wal: close %s: %w", w.f.Name(), err)
+		}
+	}
+	path := filepath.Join(w.dir, segmentName(seg))
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("wal: create segment: %w", err)
+	}
+	w.f, w.fseg = f, seg
+	if !w.cfg.NoSync {
+		if err := syncDir(w.dir); err != nil {
+			return err
+		}
+	}
+	w.mu.Lock()
+	w.openSeg = seg
+	w.segs = append(w.segs, seg)
+	w.m.segments.Set(float64(len(w.segs)))
+	w.mu.Unlock()
+	return nil
+}
+
+func (w *WAL) sync(f *os.File) error {
+	if w.cfg.NoSync {
+		return nil
+	}
+	t := time.Now()
+	if err := w.syncFn(f); err != nil {
+		return fmt.Errorf("wal: fsync %s: %w", f.Name(), err)
+	}
+	w.fsyncs.Add(1)
+	w.m.fsyncs.Inc()
+	w.m.fsyncTime.Observe(time.Since(t).Seconds())
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("wal: open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("wal: fsync dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -54,7 +54,13 @@ func runDev(args []string) int {
 		fmt.Printf("  reducer       grpc %s  http %s\n", r.GRPCAddr(), r.HTTPAddr())
 	}
 	fmt.Println("Stop with Ctrl-C.")
-	<-ctx.Done()
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-cl.Err():
+		fmt.Fprintf(os.Stderr, "adclick dev: a node failed: %v\n", err)
+		code = 1
+	}
 	fmt.Println("adclick dev: stopping")
 	sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer scancel()
@@ -63,5 +69,5 @@ func runDev(args []string) int {
 		return 1
 	}
 	fmt.Println("adclick dev: stopped")
-	return 0
+	return code
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
@@ -34,6 +35,9 @@ func StartAggregator(c Common, cfg aggregator.Config, env Env) (*Aggregator, err
 	n := &Aggregator{base: b}
 	if err := n.start(c, cfg, env); err != nil {
 		b.stopAll()
+		if n.agg != nil {
+			_ = n.agg.Close()
+		}
 		return nil, err
 	}
 	return n, nil
@@ -58,7 +62,11 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 		return err
 	}
 	clusterv1.RegisterAggregatorServiceServer(n.srv.GRPC, n.agg)
-	n.goRun(func(ctx context.Context) { _ = n.agg.Run(ctx) })
+	n.goRun(func(ctx context.Context) {
+		if err := n.agg.Run(ctx); err != nil && ctx.Err() == nil {
+			n.fail(fmt.Errorf("aggregator %s stopped counting: %w", c.NodeID, err))
+		}
+	})
 	n.srv.Serve()
 	return n.register(membership.Aggregators, membership.Member{
 		ID: c.NodeID, Addr: c.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr(),
@@ -66,8 +74,9 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 	})
 }
 
-// Stop leaves the cluster, finishes in-flight batches, then delivers what
-// the outbox holds until ctx ends.
+// Stop leaves the cluster, finishes in-flight batches, syncs the log,
+// delivers what the outbox holds until ctx ends, and closes the log and
+// state. Open minutes are not sent early: the next start recovers them.
 func (n *Aggregator) Stop(ctx context.Context) error {
 	n.deregister(ctx)
 	n.srv.Stop(ctx)
@@ -78,5 +87,8 @@ func (n *Aggregator) Stop(ctx context.Context) error {
 		}
 	}
 	n.stopAll()
+	if cerr := n.agg.Close(); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("aggregator %s: close log and state: %w", n.common.NodeID, cerr))
+	}
 	return err
 }

@@ -21,6 +21,7 @@ type base struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	reg    *membership.Registration
+	fatal  chan error
 }
 
 func newBase(c Common, env Env, role Role) (*base, error) {
@@ -37,7 +38,19 @@ func newBase(c Common, env Env, role Role) (*base, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &base{common: c, env: env, etcd: cli, srv: srv, ctx: ctx, cancel: cancel}, nil
+	return &base{common: c, env: env, etcd: cli, srv: srv, ctx: ctx, cancel: cancel, fatal: make(chan error, 1)}, nil
+}
+
+// Err delivers the error that makes the node unable to go on (for example a
+// failed fsync): the process must stop rather than keep acknowledging.
+func (b *base) Err() <-chan error { return b.fatal }
+
+func (b *base) fail(err error) {
+	b.env.Log.Error("node failed", "err", err)
+	select {
+	case b.fatal <- err:
+	default:
+	}
 }
 
 // GRPCAddr is the bound gRPC address.

@@ -88,6 +88,25 @@ func StartCluster(cfg ClusterConfig, env Env) (*Cluster, error) {
 	return cl, nil
 }
 
+// Err delivers the first fatal error of any node.
+func (cl *Cluster) Err() <-chan error {
+	out := make(chan error, 1)
+	forward := func(ch <-chan error) {
+		go func() {
+			if err, ok := <-ch; ok {
+				select {
+				case out <- err:
+				default:
+				}
+			}
+		}()
+	}
+	for _, a := range cl.Aggregators {
+		forward(a.Err())
+	}
+	return out
+}
+
 // Stop stops the router, then aggregators (delivering their outboxes), then
 // reducers, then etcd.
 func (cl *Cluster) Stop(ctx context.Context) error {

@@ -19,6 +19,8 @@ import (
 // Stopper is a running node.
 type Stopper interface {
 	Stop(ctx context.Context) error
+	// Err delivers an error after which the node cannot go on.
+	Err() <-chan error
 }
 
 // Main runs one server role as a process: it parses flags (with
@@ -62,7 +64,13 @@ func Main(role Role, args []string) int {
 		log.Error("start failed", "err", err)
 		return 1
 	}
-	<-ctx.Done()
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-n.Err():
+		log.Error("stopping after a fatal error", "err", err)
+		code = 1
+	}
 	log.Info("stopping", "timeout", c.ShutdownTimeout)
 	sctx, scancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
 	defer scancel()
@@ -71,7 +79,7 @@ func Main(role Role, args []string) int {
 		return 1
 	}
 	log.Info("stopped")
-	return 0
+	return code
 }
 
 // LogLevelFlag registers --log-level.

@@ -47,8 +47,8 @@ lint: ## go vet and gofmt
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^gen/')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 
-bench: ## run the Go benchmarks of the hot paths and queries
-	$(GO) test -run '^$$' -bench . -benchmem -count 5 ./pkg/... | tee bench.out
+bench: ## load the dev cluster (full speed, 50k/s, verified) and run the Go benchmarks; writes BENCH.md
+	scripts/bench.sh
 
 clean: ## remove build output and the dev data dir
 	rm -rf bin data bench.out

@@ -13,6 +13,7 @@ const usage = `adclick: tools for an adclick cluster
 Usage:
   adclick dev  [flags]   whole cluster in one process: embedded etcd, router, aggregators, reducers
   adclick etcd [flags]   single-node embedded etcd server, for running router/aggregator/reducer by hand
+  adclick load [flags]   load generator: streams clicks into a router, then verifies every count
 
 Run 'adclick <command> --help' for the flags of a command.
 `
@@ -28,6 +29,8 @@ func main() {
 		code = runDev(os.Args[2:])
 	case "etcd":
 		code = runEtcd(os.Args[2:])
+	case "load":
+		code = runLoad(os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/grpcbuf"
 	"github.com/adclick/adclick/pkg/membership"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -78,7 +79,7 @@ func (a *Aggregator) deliver(ctx context.Context) {
 // never skips a partial: a failed call is retried with capped backoff.
 func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 	log := a.log.With("reducer", m.ID, "addr", m.Addr)
-	conn, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcbuf.DialOption())
 	if err != nil {
 		// Only a malformed address fails here; membership must change to fix it.
 		log.Error("cannot deliver partials: bad reducer address", "err", err)

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/adclick/adclick/pkg/grpcbuf"
 )
 
 // connPool keeps one long-lived client connection per address. Safe for
@@ -29,7 +31,7 @@ func (p *connPool) get(addr string) (*grpc.ClientConn, error) {
 	if c, ok := p.conns[addr]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcbuf.DialOption())
 	if err != nil {
 		return nil, fmt.Errorf("connect to %s: %w", addr, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"net/http/pprof"
 	"time"
 
+	"github.com/adclick/adclick/pkg/grpcbuf"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,6 +56,7 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) (*Server, erro
 		gl.Close()
 		return nil, fmt.Errorf("listen HTTP %s: %w", cfg.HTTPAddr, err)
 	}
+	opts = append(opts, grpcbuf.ServerOption())
 	if cfg.MaxMsgBytes > 0 {
 		opts = append(opts, grpc.MaxRecvMsgSize(cfg.MaxMsgBytes), grpc.MaxSendMsgSize(cfg.MaxMsgBytes))
 	}

@@ -3,7 +3,6 @@ package integration
 import (
 	"bytes"
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -100,11 +99,7 @@ func inCIDR(ipText, cidr string) bool {
 
 func startReplayCluster(t *testing.T, clk clock.Clock) *node.Cluster {
 	t.Helper()
-	cfg := node.ClusterConfig{DataDir: t.TempDir(), EtcdAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Aggregators: 2, Reducers: 1}
-	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
-	cfg.Aggregator.RegisterFlags(fs)
-	cfg.Reducer.RegisterFlags(fs)
-	cfg.Router.RegisterFlags(fs)
+	cfg := node.TestClusterConfig(t.TempDir(), 2, 1)
 	cfg.Aggregator.AllowedLateness = replayLateness
 	cfg.Aggregator.TickInterval = 5 * time.Millisecond
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -2,7 +2,6 @@ package loadgen
 
 import (
 	"context"
-	"flag"
 	"io"
 	"log/slog"
 	"os"
@@ -45,11 +44,7 @@ func fastClock(t *testing.T) *clock.Fake {
 
 func startCluster(t *testing.T, clk clock.Clock) *node.Cluster {
 	t.Helper()
-	cfg := node.ClusterConfig{DataDir: t.TempDir(), EtcdAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Aggregators: 2, Reducers: 1}
-	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
-	cfg.Aggregator.RegisterFlags(fs)
-	cfg.Reducer.RegisterFlags(fs)
-	cfg.Router.RegisterFlags(fs)
+	cfg := node.TestClusterConfig(t.TempDir(), 2, 1)
 	cfg.Aggregator.AllowedLateness = time.Second
 	cfg.Aggregator.TickInterval = 10 * time.Millisecond
 	cl, err := node.StartCluster(cfg, node.Env{Clock: clk, Log: testLog()})

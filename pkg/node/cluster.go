@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"path/filepath"
 	"time"
@@ -27,6 +28,19 @@ type ClusterConfig struct {
 	Reducer     reducer.Config
 	Router      router.Config
 	Pprof       bool
+}
+
+// TestClusterConfig returns the configuration of a cluster for tests: every
+// component at its defaults, all addresses on free loopback ports, data
+// under dir, the given numbers of aggregators and reducers.
+func TestClusterConfig(dir string, aggregators, reducers int) ClusterConfig {
+	cfg := ClusterConfig{DataDir: dir, EtcdAddr: "127.0.0.1:0", GRPCAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0",
+		Aggregators: aggregators, Reducers: reducers}
+	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+	cfg.Aggregator.RegisterFlags(fs)
+	cfg.Reducer.RegisterFlags(fs)
+	cfg.Router.RegisterFlags(fs)
+	return cfg
 }
 
 // Cluster is a running in-process cluster.

@@ -363,6 +363,9 @@ func (a *Aggregator) refuseLocked() error {
 		return status.Errorf(codes.Unavailable, "aggregator %s stopped after a storage failure and must be restarted (%v); retry the batch (duplicates are safe)", a.cfg.NodeID, a.failErr)
 	case a.draining || a.closed:
 		return status.Errorf(codes.Unavailable, "aggregator %s is shutting down; retry the batch (duplicates are safe)", a.cfg.NodeID)
+	case a.seen.Len() >= a.cfg.MaxOpenIDs:
+		a.m.overload.WithLabelValues("open_ids").Inc()
+		return status.Errorf(codes.ResourceExhausted, "aggregator %s remembers %d click ids of open minutes (--max-open-ids=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Len(), a.cfg.MaxOpenIDs)
 	case a.ob.retained() >= a.cfg.MaxOutbox:
 		a.m.overload.WithLabelValues("outbox").Inc()
 		return status.Error(codes.ResourceExhausted, "aggregator outbox full: reducers are not keeping up; retry later")

@@ -23,6 +23,9 @@ const (
 	defaultDeliverBatch = 64
 	// Generous: hours of closed minutes for a slow reducer, still bounded.
 	defaultMaxOutbox = 100000
+	// 40M ids of open minutes is ~3 GB of memory at ~75 bytes per id, and
+	// 500k clicks/s for the 75 s a minute stays open (lateness 15 s).
+	defaultMaxOpenIDs = 40_000_000
 	// 16384 counts of up to ~150 bytes stay under gRPC's 4 MiB message limit.
 	defaultPartialMaxCounts = 16384
 	// A reducer that does not answer within this is retried, not waited for.
@@ -40,6 +43,7 @@ type Config struct {
 	TickInterval    time.Duration // how often minutes are checked for closing and corrections flushed
 	DeliverBatch    int           // partials per Apply call at most
 	MaxOutbox       int           // partials retained at most before Forward answers RESOURCE_EXHAUSTED
+	MaxOpenIDs      int           // click ids of open minutes kept in memory at most, before Forward answers RESOURCE_EXHAUSTED
 	// PartialMaxCounts bounds the counts of one partial and of one Apply
 	// call; a minute with more counts is sent as several partials.
 	PartialMaxCounts  int
@@ -57,6 +61,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TickInterval, "tick-interval", defaultTickInterval, "how often minutes are checked for closing and corrections flushed")
 	fs.IntVar(&c.DeliverBatch, "deliver-batch", defaultDeliverBatch, "partials per Apply call to a reducer, at most")
 	fs.IntVar(&c.MaxOutbox, "max-outbox", defaultMaxOutbox, "partials kept for reducers at most; beyond it Forward answers RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxOpenIDs, "max-open-ids", defaultMaxOpenIDs, "click ids of open minutes held in memory at most (~75 bytes each); beyond it Forward answers RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
 	fs.DurationVar(&c.DeliverBackoffMax, "deliver-backoff-max", defaultDeliverBackoffMax, "cap of the retry backoff towards a failing reducer")
@@ -81,6 +86,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DeliverBackoffMax, defaultDeliverBackoffMax)
 	defInt(&c.DeliverBatch, defaultDeliverBatch)
 	defInt(&c.MaxOutbox, defaultMaxOutbox)
+	defInt(&c.MaxOpenIDs, defaultMaxOpenIDs)
 	defInt(&c.PartialMaxCounts, defaultPartialMaxCounts)
 	c.WAL = c.WAL.WithDefaults()
 	return c
@@ -101,7 +107,7 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", name, d))
 		}
 	}
-	for name, n := range map[string]int{"--deliver-batch": c.DeliverBatch, "--max-outbox": c.MaxOutbox, "--partial-max-counts": c.PartialMaxCounts} {
+	for name, n := range map[string]int{"--deliver-batch": c.DeliverBatch, "--max-outbox": c.MaxOutbox, "--max-open-ids": c.MaxOpenIDs, "--partial-max-counts": c.PartialMaxCounts} {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}

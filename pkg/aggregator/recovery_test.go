@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -338,4 +339,15 @@ func TestWALBufferFull(t *testing.T) {
 	}
 	ctl.set(0) // the blocked sync fails: the aggregator stops
 	<-done
+}
+
+func TestOpenIDsBound(t *testing.T) {
+	env := newTestAggregator(t, start, nil, func(c *Config) { c.MaxOpenIDs = 2 })
+	if _, err := env.agg.Forward(context.Background(), &clusterv1.ForwardRequest{Events: []*adclickv1.ClickEvent{click("c1", "a", start), click("c2", "a", start)}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := env.agg.Forward(context.Background(), &clusterv1.ForwardRequest{Events: []*adclickv1.ClickEvent{click("c3", "a", start)}})
+	if !wantCode(err, "ResourceExhausted") || !strings.Contains(err.Error(), "--max-open-ids") {
+		t.Fatalf("Forward beyond --max-open-ids: %v, want RESOURCE_EXHAUSTED naming the flag", err)
+	}
 }

@@ -87,7 +87,7 @@ func TestDeliverEndToEnd(t *testing.T) {
 		c.DeliverBatch = 3
 	})
 	flaky, steady := startReducer(t, 5), startReducer(t, 0)
-	env.members.set(flaky.member("r-flaky"), steady.member("r-steady"))
+	env.members.Set(flaky.member("r-flaky"), steady.member("r-steady"))
 	env.run(t)
 	client := serveAggregator(t, env.agg)
 
@@ -195,7 +195,7 @@ func TestResendAfterReducerLosesState(t *testing.T) {
 	env := newTestAggregator(t, start, nil, nil)
 	r := startReducer(t, 0)
 	down := membership.Member{ID: "r-down", Addr: "127.0.0.1:1"} // nothing listens: keeps everything retained
-	env.members.set(r.member("r-1"), down)
+	env.members.Set(r.member("r-1"), down)
 	env.run(t)
 	forward(t, env.agg, click("a1", "a", start), click("b1", "b", start))
 	env.clk.Add(time.Minute)
@@ -219,7 +219,7 @@ func TestResendAfterReducerLosesState(t *testing.T) {
 func TestFlushDelivers(t *testing.T) {
 	env := newTestAggregator(t, start, nil, nil)
 	r := startReducer(t, 2)
-	env.members.set(r.member("r-1"))
+	env.members.Set(r.member("r-1"))
 	forward(t, env.agg, click("a1", "a", start), click("late", "a", start.Add(-10*time.Minute)))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -244,19 +244,19 @@ func TestMembershipChanges(t *testing.T) {
 	poll(t, "the first minute to close", func() bool { return env.agg.ob.retained() >= 1 })
 
 	r1 := startReducer(t, 0) // registers after partials were emitted: gets them from sequence 1
-	env.members.set(r1.member("r-1"))
+	env.members.Set(r1.member("r-1"))
 	m0 := clock.Minute(start)
 	poll(t, "r-1 to get the retained partial", func() bool { c, _ := r1.snapshot(); return c[countKey{0, "a", m0}] == 1 })
 	poll(t, "outbox to drop what r-1 acknowledged", func() bool { return env.agg.ob.retained() == 0 })
 
 	r2 := startReducer(t, 1000) // fails every call: holds partials in the outbox
-	env.members.set(r1.member("r-1"), r2.member("r-2"))
+	env.members.Set(r1.member("r-1"), r2.member("r-2"))
 	forward(t, env.agg, click("b1", "b", env.clk.Now()))
 	env.clk.Add(time.Minute)
 	poll(t, "r-1 to get the second minute", func() bool { c, _ := r1.snapshot(); return c[countKey{0, "b", m0 + 60}] == 1 })
 	if n := env.agg.ob.retained(); n == 0 {
 		t.Fatal("outbox dropped partials r-2 has not acknowledged")
 	}
-	env.members.set(r1.member("r-1")) // r-2 leaves
+	env.members.Set(r1.member("r-1")) // r-2 leaves
 	poll(t, "outbox to drop partials once r-2 left", func() bool { return env.agg.ob.retained() == 0 })
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/membership/membershiptest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -25,39 +26,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
-// fakeMembers is a MemberSource the test changes by hand.
-type fakeMembers struct {
-	mu      sync.Mutex
-	members []membership.Member
-	subs    []chan struct{}
-}
-
-func (f *fakeMembers) Members() []membership.Member {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.members
-}
-
-func (f *fakeMembers) Subscribe() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan struct{}, 1)
-	f.subs = append(f.subs, ch)
-	return ch
-}
-
-func (f *fakeMembers) set(ms ...membership.Member) {
-	f.mu.Lock()
-	f.members = ms
-	subs := f.subs
-	f.mu.Unlock()
-	for _, ch := range subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+// fakeMembers is a member source the test sets by hand.
+type fakeMembers = membershiptest.Source
 
 // fixedFilters is a FilterSource with one snapshot.
 type fixedFilters struct{ set *filter.Set }

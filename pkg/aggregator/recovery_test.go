@@ -144,7 +144,7 @@ func TestCrashRecovery(t *testing.T) {
 		c.walSync = ctl.sync
 	})
 	r := startReducer(t, 0)
-	env.members.set(r.member("r-1"))
+	env.members.Set(r.member("r-1"))
 	stop := env.run(t)
 	c := newClient(t)
 	inc, first := env.agg.Incarnation(), env.agg.FirstMinute()

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/membership/membershiptest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -25,22 +25,8 @@ var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 var m0 = clock.Minute(t0)
 
-type fakeMembers struct {
-	mu sync.Mutex
-	ms []membership.Member
-}
-
-func (f *fakeMembers) Members() []membership.Member {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return slices.Clone(f.ms)
-}
-
-func (f *fakeMembers) Set(ms ...membership.Member) {
-	f.mu.Lock()
-	f.ms = ms
-	f.mu.Unlock()
-}
+// fakeMembers is a member source the test sets by hand.
+type fakeMembers = membershiptest.Source
 
 type env struct {
 	dir     string

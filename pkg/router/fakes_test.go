@@ -23,43 +23,11 @@ import (
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/membership/membershiptest"
 )
 
-// fakeMembers is a MemberSource whose members tests set.
-type fakeMembers struct {
-	mu      sync.Mutex
-	members []membership.Member
-	subs    []chan struct{}
-}
-
-func (f *fakeMembers) Members() []membership.Member {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.members
-}
-
-func (f *fakeMembers) Subscribe() <-chan struct{} {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	ch := make(chan struct{}, 1)
-	f.subs = append(f.subs, ch)
-	return ch
-}
-
-func (f *fakeMembers) Set(ms ...membership.Member) {
-	ms = append([]membership.Member(nil), ms...)
-	sort.Slice(ms, func(i, j int) bool { return ms[i].ID < ms[j].ID })
-	f.mu.Lock()
-	f.members = ms
-	subs := f.subs
-	f.mu.Unlock()
-	for _, ch := range subs {
-		select {
-		case ch <- struct{}{}:
-		default:
-		}
-	}
-}
+// fakeMembers is a member source the test sets by hand.
+type fakeMembers = membershiptest.Source
 
 // fakeFilters is a FilterSource.
 type fakeFilters struct{ set atomic.Pointer[filter.Set] }

@@ -20,6 +20,7 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/node"
+	"github.com/adclick/adclick/pkg/node/nodetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -106,18 +107,7 @@ func startReplayCluster(t *testing.T, clk clock.Clock) *node.Cluster {
 	if testing.Verbose() {
 		log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	}
-	cl, err := node.StartCluster(cfg, node.Env{Clock: clk, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := cl.Stop(ctx); err != nil {
-			t.Errorf("stop cluster: %v", err)
-		}
-	})
-	return cl
+	return nodetest.StartCluster(t, cfg, node.Env{Clock: clk, Log: log})
 }
 
 // TestReplayTalkingData replays the real sample through a router, two

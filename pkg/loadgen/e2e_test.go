@@ -12,6 +12,7 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/node"
+	"github.com/adclick/adclick/pkg/node/nodetest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -47,18 +48,7 @@ func startCluster(t *testing.T, clk clock.Clock) *node.Cluster {
 	cfg := node.TestClusterConfig(t.TempDir(), 2, 1)
 	cfg.Aggregator.AllowedLateness = time.Second
 	cfg.Aggregator.TickInterval = 10 * time.Millisecond
-	cl, err := node.StartCluster(cfg, node.Env{Clock: clk, Log: testLog()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if err := cl.Stop(ctx); err != nil {
-			t.Errorf("stop cluster: %v", err)
-		}
-	})
-	return cl
+	return nodetest.StartCluster(t, cfg, node.Env{Clock: clk, Log: testLog()})
 }
 
 func testLog() *slog.Logger {

@@ -49,6 +49,8 @@ type Cluster struct {
 	Router      *Router
 	Aggregators []*Aggregator
 	Reducers    []*Reducer
+	fatal       chan error
+	done        chan struct{}
 }
 
 // StartCluster starts etcd, then reducers, aggregators and the router, and
@@ -99,31 +101,38 @@ func StartCluster(cfg ClusterConfig, env Env) (*Cluster, error) {
 	// The router started last, so its first listing of etcd already holds
 	// every node started above.
 	cl.Router = rt
+	cl.watchFatal()
 	return cl, nil
 }
 
-// Err delivers the first fatal error of any node.
-func (cl *Cluster) Err() <-chan error {
-	out := make(chan error, 1)
-	forward := func(ch <-chan error) {
-		go func() {
-			if err, ok := <-ch; ok {
+// Err delivers the first fatal error of any aggregator (the nodes whose
+// storage can fail) until Stop.
+func (cl *Cluster) Err() <-chan error { return cl.fatal }
+
+// watchFatal forwards the aggregators' fatal errors to cl.fatal until Stop.
+func (cl *Cluster) watchFatal() {
+	cl.fatal, cl.done = make(chan error, 1), make(chan struct{})
+	for _, a := range cl.Aggregators {
+		go func(ch <-chan error) {
+			select {
+			case err := <-ch:
 				select {
-				case out <- err:
+				case cl.fatal <- err:
 				default:
 				}
+			case <-cl.done:
 			}
-		}()
+		}(a.Err())
 	}
-	for _, a := range cl.Aggregators {
-		forward(a.Err())
-	}
-	return out
 }
 
 // Stop stops the router, then aggregators (delivering their outboxes), then
 // reducers, then etcd.
 func (cl *Cluster) Stop(ctx context.Context) error {
+	if cl.done != nil {
+		close(cl.done)
+		cl.done = nil
+	}
 	var errs []error
 	if cl.Router != nil {
 		errs = append(errs, cl.Router.Stop(ctx))

@@ -167,14 +167,22 @@ type fakeReducer struct {
 	lastPopl *adclickv1.PopularAdsRequest
 }
 
-func (f *fakeReducer) AggregatedCount(ctx context.Context, req *adclickv1.AggregatedCountRequest) (*adclickv1.AggregatedCountResponse, error) {
+// enter counts a call and plays the configured hang or failure.
+func (f *fakeReducer) enter(ctx context.Context) error {
 	f.calls.Add(1)
 	if f.hang.Load() {
 		<-ctx.Done()
-		return nil, ctx.Err()
+		return ctx.Err()
 	}
 	if c := codes.Code(f.fail.Load()); c != codes.OK {
-		return nil, status.Errorf(c, "fake reducer %s fails", f.id)
+		return status.Errorf(c, "fake reducer %s fails", f.id)
+	}
+	return nil
+}
+
+func (f *fakeReducer) AggregatedCount(ctx context.Context, req *adclickv1.AggregatedCountRequest) (*adclickv1.AggregatedCountResponse, error) {
+	if err := f.enter(ctx); err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	f.lastAC = req
@@ -183,13 +191,8 @@ func (f *fakeReducer) AggregatedCount(ctx context.Context, req *adclickv1.Aggreg
 }
 
 func (f *fakeReducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsRequest) (*adclickv1.PopularAdsResponse, error) {
-	f.calls.Add(1)
-	if f.hang.Load() {
-		<-ctx.Done()
-		return nil, ctx.Err()
-	}
-	if c := codes.Code(f.fail.Load()); c != codes.OK {
-		return nil, status.Errorf(c, "fake reducer %s fails", f.id)
+	if err := f.enter(ctx); err != nil {
+		return nil, err
 	}
 	f.mu.Lock()
 	f.lastPopl = req

@@ -13,11 +13,18 @@ import (
 const MaxIDBytes = 128
 
 // Validate checks one event and normalizes it in place (country upper-cased).
-// It returns "" when the event is valid, else a reason a person understands.
+// It returns "" when the event is valid, else a reason a person understands
+// (always valid UTF-8, so the response carrying it marshals). An Undecodable
+// placeholder is rejected with the reason it carries.
 // It does not allocate for valid events, and is safe to call concurrently on distinct events.
 func Validate(ev *adclickv1.ClickEvent) string {
 	if ev == nil {
 		return "event is empty"
+	}
+	if u := ev.ProtoReflect().GetUnknown(); len(u) > 0 {
+		if r := undecodableReason(u); r != "" {
+			return r // an Undecodable placeholder
+		}
 	}
 	if r := checkID("click_id", ev.ClickId, true); r != "" {
 		return r
@@ -35,11 +42,17 @@ func Validate(ev *adclickv1.ClickEvent) string {
 		return r
 	}
 	if ev.Ip != "" {
+		if !utf8.ValidString(ev.Ip) {
+			return "ip is not valid UTF-8"
+		}
 		if a, err := netip.ParseAddr(ev.Ip); err != nil || a.Zone() != "" {
 			return "ip " + strconv.Quote(ev.Ip) + " is not an IPv4 or IPv6 address"
 		}
 	}
 	if ev.Country != "" {
+		if !utf8.ValidString(ev.Country) {
+			return "country is not valid UTF-8"
+		}
 		c, ok := upperCountry(ev.Country)
 		if !ok {
 			return "country " + strconv.Quote(ev.Country) + " is not an ISO 3166-1 alpha-2 code"

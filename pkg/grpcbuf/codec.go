@@ -7,6 +7,9 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/protoadapt"
+
+	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/event"
 )
 
 // codec is gRPC's proto codec with its buffers taken from the non-zeroing
@@ -14,7 +17,10 @@ import (
 // every buffer it hands out, and that clearing showed in the profile of a
 // full-speed ingest (each forwarded batch is marshaled and unmarshaled once
 // per hop). Registered under the name "proto" at init, it replaces the stock
-// codec for every server and client of the process.
+// codec for every server and client of the process. An IngestRequest that
+// does not decode as a whole is decoded event by event (event.UnmarshalIngest),
+// so that one undecodable event is rejected by its index instead of failing
+// the batch; valid messages take the stock path unchanged.
 type codec struct{}
 
 func init() { encoding.RegisterCodecV2(codec{}) }
@@ -49,7 +55,17 @@ func (codec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	buf := data.MaterializeToBuffer(sharedPool)
 	defer buf.Free()
-	return proto.Unmarshal(buf.ReadOnlyData(), m)
+	err := proto.Unmarshal(buf.ReadOnlyData(), m)
+	if req, ok := m.(*adclickv1.IngestRequest); ok && err != nil {
+		// One bad event (typically a string that is not UTF-8, which proto3
+		// refuses) must not fail the whole batch: decode event by event and
+		// let validation reject the bad ones by index.
+		if event.UnmarshalIngest(buf.ReadOnlyData(), req) == nil {
+			return nil
+		}
+		proto.Reset(req)
+	}
+	return err
 }
 
 func messageOf(v any) proto.Message {

@@ -80,7 +80,7 @@ test-docker: ## the compose cluster (7 containers) under kill, partition, rollin
 	ADCLICK_TEST_DOCKER=1 $(GO) test -count=1 -v -timeout $(DOCKER_TEST_TIMEOUT) ./integration/docker/
 
 helm: ## install helm $(HELM_VERSION) into GOBIN unless that version is there
-	@helm version --short 2>/dev/null | grep -q '^$(HELM_VERSION)' || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
+	@helm version --short 2>/dev/null | grep -q '^$(basename $(HELM_VERSION))' || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 helm-lint: helm ## helm lint --strict and helm template over every ci/*-values.yaml, then the chart's Go test
 	helm lint --strict $(CHART)

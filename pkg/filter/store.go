@@ -42,28 +42,52 @@ func NewStore(cli *clientv3.Client, clk clock.Clock) *Store {
 	return &Store{cli: cli, clock: clk}
 }
 
-// Create validates f, assigns it the next id and an effective minute, and
-// stores it.
+// DefaultMaxFilters bounds the number of filters: every click is matched
+// against every filter under the aggregator's lock, and its matches are
+// written to the log, so the count is a cost on every click.
+const DefaultMaxFilters = 100
+
+// ErrTooMany is returned by CreateAtMost when the filter limit is reached.
+var ErrTooMany = errors.New("too many filters")
+
+// Create is CreateAtMost with DefaultMaxFilters.
 func (s *Store) Create(ctx context.Context, f Filter) (Filter, error) {
+	return s.CreateAtMost(ctx, f, DefaultMaxFilters)
+}
+
+// CreateAtMost validates f, assigns it the next id and an effective minute,
+// and stores it, unless max filters (max <= 0: no limit) already exist. The
+// count and the sequence are read at one revision and the write is
+// conditional on the sequence, so concurrent creations through several
+// routers cannot together pass the limit.
+func (s *Store) CreateAtMost(ctx context.Context, f Filter, max int) (Filter, error) {
 	f, err := Normalize(f)
 	if err != nil {
 		return f, err
 	}
 	f.EffectiveFrom = clock.Minute(s.clock.Now().Add(Lead))
 	for {
-		resp, err := s.cli.Get(ctx, seqKey)
+		read, err := s.cli.Txn(ctx).Then(
+			clientv3.OpGet(seqKey),
+			clientv3.OpGet(keyPrefix, clientv3.WithPrefix(), clientv3.WithCountOnly()),
+		).Commit()
 		if err != nil {
 			return f, fmt.Errorf("read filter sequence: %w", err)
 		}
+		seq, count := read.Responses[0].GetResponseRange(), read.Responses[1].GetResponseRange().GetCount()
+		if max > 0 && count >= int64(max) {
+			return f, fmt.Errorf("%w: %d filters exist, at most %d allowed (--max-filters): delete one first (DELETE /v1/filters/{id})", ErrTooMany, count, max)
+		}
 		var next int64 = 1
 		var modRev int64
-		if len(resp.Kvs) == 1 {
-			cur, err := strconv.ParseInt(string(resp.Kvs[0].Value), 10, 64)
+		if len(seq.GetKvs()) == 1 {
+			kv := seq.GetKvs()[0]
+			cur, err := strconv.ParseInt(string(kv.Value), 10, 64)
 			if err != nil {
-				return f, fmt.Errorf("corrupt filter sequence %q: %w", resp.Kvs[0].Value, err)
+				return f, fmt.Errorf("corrupt filter sequence %q: %w", kv.Value, err)
 			}
 			next = cur + 1
-			modRev = resp.Kvs[0].ModRevision
+			modRev = kv.ModRevision
 		}
 		f.ID = next
 		val, err := json.Marshal(f)
@@ -80,7 +104,8 @@ func (s *Store) Create(ctx context.Context, f Filter) (Filter, error) {
 		if txn.Succeeded {
 			return f, nil
 		}
-		// Another router created a filter concurrently: take the next id.
+		// Another router created a filter concurrently: take the next id
+		// (and count again).
 	}
 }
 

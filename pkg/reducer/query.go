@@ -57,6 +57,10 @@ func (r *Reducer) AggregatedCount(ctx context.Context, req *adclickv1.Aggregated
 	}, nil
 }
 
+// MaxPopularCount bounds PopularAds count: a longer top list is an export,
+// not a query (the router refuses it first).
+const MaxPopularCount = 10000
+
 // PopularAds answers the count ads with the most clicks over the window
 // minutes before to, exactly.
 func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsRequest) (*adclickv1.PopularAdsResponse, error) {
@@ -64,8 +68,8 @@ func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsReque
 	switch {
 	case req.GetTo() == nil:
 		return nil, status.Error(codes.InvalidArgument, "to must be set (the router fills defaults)")
-	case req.GetCount() < 1:
-		return nil, status.Errorf(codes.InvalidArgument, "count is %d; want >= 1", req.GetCount())
+	case req.GetCount() < 1 || req.GetCount() > MaxPopularCount:
+		return nil, status.Errorf(codes.InvalidArgument, "count is %d; want 1..%d", req.GetCount(), MaxPopularCount)
 	case req.GetWindow() < 1:
 		return nil, status.Errorf(codes.InvalidArgument, "window is %d minutes; want >= 1", req.GetWindow())
 	case req.GetFilter() < 0:
@@ -79,15 +83,20 @@ func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsReque
 	r.mu.RLock()
 	inMemory := from >= r.floor
 	var top []topn.AdCount
+	var err error
 	if inMemory {
-		top = r.idx.Top(req.GetFilter(), from, to, n)
+		// Stops soon after ctx ends (the router's --query-timeout, a
+		// client gone): the read lock held here delays every Apply.
+		top, err = r.idx.TopContext(ctx, req.GetFilter(), from, to, n)
 	}
 	complete := completeLocked(members, r.meta, from, to)
 	r.mu.RUnlock()
+	if err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
 
 	if !inMemory {
 		r.m.queriesFromDisk.WithLabelValues("popular_ads").Inc()
-		var err error
 		if top, err = r.diskTop(ctx, req.GetFilter(), from, to, n); err != nil {
 			return nil, err
 		}

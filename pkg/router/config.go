@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"time"
+
+	"github.com/adclick/adclick/pkg/filter"
 )
 
 // Defaults, one place, one reason each.
@@ -46,6 +48,7 @@ type Config struct {
 	QueryTimeout   time.Duration // per attempt at one reducer
 	MaxWindow      int           // longest PopularAds window, minutes
 	MaxInflight    int           // events being forwarded at once, over all requests
+	MaxFilters     int           // filters that may exist at once (CreateFilter refuses more)
 }
 
 // RegisterFlags registers the router flags on fs with their defaults.
@@ -55,6 +58,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.QueryTimeout, "query-timeout", defaultQueryTimeout, "how long to wait for one reducer before failing over to the next")
 	fs.IntVar(&c.MaxWindow, "max-window", defaultMaxWindow, "longest PopularAds window, in minutes")
 	fs.IntVar(&c.MaxInflight, "max-inflight-events", defaultMaxInflight, "events being forwarded at once; beyond it ingest answers RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxFilters, "max-filters", filter.DefaultMaxFilters, "filters that may exist at once; every click is matched against each (CreateFilter beyond it answers FAILED_PRECONDITION)")
 }
 
 // DefaultConfig returns the configuration RegisterFlags defaults to.
@@ -78,6 +82,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflight < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("--max-inflight-events is %d; want at least --max-batch (%d)", c.MaxInflight, c.MaxBatch))
+	}
+	if c.MaxFilters < 1 {
+		errs = append(errs, fmt.Errorf("--max-filters is %d; want >= 1", c.MaxFilters))
 	}
 	if c.MaxWindow < 1 {
 		errs = append(errs, fmt.Errorf("--max-window is %d; want >= 1 minute", c.MaxWindow))

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,12 +18,34 @@ func (r *Router) CreateFilter(ctx context.Context, req *adclickv1.CreateFilterRe
 	if req.GetFilter() == nil {
 		return nil, status.Error(codes.InvalidArgument, `filter is required, e.g. {"countries": ["US"]}`)
 	}
-	f, err := r.store.Create(ctx, filter.FromProto(req.GetFilter()))
+	f, err := r.createFilter(ctx, filter.FromProto(req.GetFilter()))
 	if err != nil {
 		return nil, storeError(ctx, err, 0)
 	}
 	r.log.Info("filter created", "id", f.ID, "effective_from", formatMinute(f.EffectiveFrom))
 	return f.ToProto(), nil
+}
+
+// boundedStore is a FilterStore that enforces the number of filters in the
+// same transaction as the creation (filter.Store does).
+type boundedStore interface {
+	CreateAtMost(ctx context.Context, f filter.Filter, max int) (filter.Filter, error)
+}
+
+// createFilter creates f unless --max-filters filters exist already.
+func (r *Router) createFilter(ctx context.Context, f filter.Filter) (filter.Filter, error) {
+	if s, ok := r.store.(boundedStore); ok {
+		return s.CreateAtMost(ctx, f, r.cfg.MaxFilters)
+	}
+	// Another store: count first (not atomic with the creation).
+	fs, err := r.store.List(ctx)
+	if err != nil {
+		return f, err
+	}
+	if len(fs) >= r.cfg.MaxFilters {
+		return f, fmt.Errorf("%w: %d filters exist, at most %d allowed (--max-filters): delete one first (DELETE /v1/filters/{id})", filter.ErrTooMany, len(fs), r.cfg.MaxFilters)
+	}
+	return r.store.Create(ctx, f)
 }
 
 // ListFilters lists the stored filters.
@@ -56,6 +79,8 @@ func storeError(ctx context.Context, err error, id int64) error {
 	switch {
 	case errors.Is(err, filter.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, filter.ErrTooMany):
+		return status.Error(codes.FailedPrecondition, err.Error())
 	case errors.Is(err, filter.ErrNotFound):
 		return status.Errorf(codes.NotFound, "filter %d does not exist (list them with GET /v1/filters)", id)
 	case ctx.Err() != nil:

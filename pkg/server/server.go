@@ -28,7 +28,7 @@ import (
 type Config struct {
 	GRPCAddr    string
 	HTTPAddr    string
-	MaxMsgBytes int  // largest gRPC message accepted
+	MaxMsgBytes int  // largest gRPC message, and HTTP request body of Handle's handlers, accepted
 	Pprof       bool // serve /debug/pprof on the HTTP address
 }
 
@@ -42,6 +42,7 @@ type Server struct {
 	httpLis  net.Listener
 	http     *http.Server
 	log      *slog.Logger
+	maxBody  int64 // bytes of an HTTP request body Handle's handlers accept; 0: any
 }
 
 // New binds both addresses (port 0 picks a free port) and creates the
@@ -70,6 +71,7 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) (*Server, erro
 		grpcLis:  gl,
 		httpLis:  hl,
 		log:      log,
+		maxBody:  int64(cfg.MaxMsgBytes),
 	}
 	healthpb.RegisterHealthServer(s.GRPC, s.Health)
 	reflection.Register(s.GRPC)
@@ -94,7 +96,11 @@ func New(cfg Config, log *slog.Logger, opts ...grpc.ServerOption) (*Server, erro
 }
 
 // Handle adds an HTTP handler (the router's REST API is mounted at "/").
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// Request bodies are bounded by Config.MaxMsgBytes, as gRPC messages are
+// (see limitBody).
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, limitBody(h, s.maxBody))
+}
 
 // GRPCAddr is the bound gRPC address.
 func (s *Server) GRPCAddr() string { return s.grpcLis.Addr().String() }

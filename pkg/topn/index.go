@@ -3,6 +3,7 @@ package topn
 import (
 	"cmp"
 	"container/heap"
+	"context"
 	"math"
 	"slices"
 	"sync"
@@ -192,18 +193,39 @@ func (x *Index) Count(filter int64, ad string, from, to int64) int64 {
 // [from, to), most first, ties by ad ascending. Ads with no clicks are not
 // listed, so the answer may be shorter than n.
 func (x *Index) Top(filter, from, to int64, n int) []AdCount {
+	top, _ := x.TopContext(context.Background(), filter, from, to, n)
+	return top
+}
+
+// checkEvery is how much work (bucket reads) TopContext does between two
+// looks at its context: a few hundred microseconds. A variable so tests can
+// exercise the checks on small data.
+var checkEvery = 1 << 16
+
+// TopContext is Top that stops, answering ctx.Err(), soon after ctx is done:
+// a long window with a large n can take long, and the caller holds a read
+// lock that delays every Apply meanwhile.
+func (x *Index) TopContext(ctx context.Context, filter, from, to int64, n int) ([]AdCount, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	bs := x.window(nil, filter, from, to)
 	if n <= 0 || len(bs) == 0 {
-		return nil
+		return nil, nil
 	}
+	t := topState{ctx: ctx, x: x, bs: bs, n: n, seen: make(map[uint32]struct{}, 8*n)}
 	views := make([]view, len(bs))
 	for i, b := range bs {
 		views[i] = b.view()
+		if t.work(len(b.counts)) {
+			return nil, t.err
+		}
 	}
-	t := topState{x: x, bs: bs, n: n, seen: make(map[uint32]struct{}, 8*n)}
 	for _, v := range views {
 		for _, id := range v.delta {
-			t.eval(id)
+			if t.eval(id) {
+				return nil, t.err
+			}
 		}
 	}
 	for d := 0; ; d++ {
@@ -216,7 +238,9 @@ func (x *Index) Top(filter, from, to int64, n int) []AdCount {
 			more = true
 			e := v.ranked[d]
 			threshold += v.b.bound(e)
-			t.eval(e.id)
+			if t.eval(e.id) {
+				return nil, t.err
+			}
 		}
 		if !more || (len(t.h) == n && t.h[0].total > threshold) {
 			break
@@ -227,7 +251,7 @@ func (x *Index) Top(filter, from, to int64, n int) []AdCount {
 		c := heap.Pop(&t.h).(cand)
 		out[i] = AdCount{Ad: x.names[c.id], Count: c.total}
 	}
-	return out
+	return out, nil
 }
 
 // view is one reader's snapshot of a bucket's sorted list and delta. The
@@ -294,6 +318,9 @@ func (b *bucket) merge() {
 }
 
 type topState struct {
+	ctx  context.Context
+	done int   // work since the context was last checked
+	err  error // the context's error once it is done
 	x    *Index
 	bs   []*bucket
 	n    int
@@ -301,26 +328,37 @@ type topState struct {
 	h    candHeap
 }
 
-// eval sums id exactly over the window, once, and offers it to the heap.
-func (t *topState) eval(id uint32) {
+// work counts n units of work and reports whether the query must stop
+// (t.err is then set).
+func (t *topState) work(n int) bool {
+	if t.done += n; t.done >= checkEvery {
+		t.done = 0
+		t.err = t.ctx.Err()
+	}
+	return t.err != nil
+}
+
+// eval sums id exactly over the window, once, and offers it to the heap. It
+// reports whether the query must stop (see work).
+func (t *topState) eval(id uint32) bool {
 	if _, ok := t.seen[id]; ok {
-		return
+		return false
 	}
 	t.seen[id] = struct{}{}
 	var total int64
 	for _, b := range t.bs {
 		total += b.get(id)
 	}
-	if total <= 0 {
-		return
+	if total > 0 {
+		c := cand{id: id, total: total, ad: t.x.names[id]}
+		if len(t.h) < t.n {
+			heap.Push(&t.h, c)
+		} else if worse(t.h[0], c) {
+			t.h[0] = c
+			heap.Fix(&t.h, 0)
+		}
 	}
-	c := cand{id: id, total: total, ad: t.x.names[id]}
-	if len(t.h) < t.n {
-		heap.Push(&t.h, c)
-	} else if worse(t.h[0], c) {
-		t.h[0] = c
-		heap.Fix(&t.h, 0)
-	}
+	return t.work(len(t.bs))
 }
 
 type cand struct {

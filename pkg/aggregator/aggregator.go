@@ -16,6 +16,7 @@ import (
 	"github.com/adclick/adclick/pkg/dedup"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/wal"
 	"github.com/adclick/adclick/pkg/window"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,16 @@ type MemberSource interface {
 	Subscribe() <-chan struct{}
 }
 
+// RingView is the aggregator's view of the ring history (ring.Watcher).
+// Safe for concurrent use; Current and Fresh must be cheap.
+type RingView interface {
+	// Current returns the routing of the newest history known.
+	Current() *ring.Versions
+	// Fresh tells whether the view was confirmed against etcd recently
+	// enough (the history's view TTL) to act on at now.
+	Fresh(now time.Time) bool
+}
+
 // Deps are the aggregator's collaborators.
 type Deps struct {
 	Clock    clock.Clock
@@ -43,6 +54,7 @@ type Deps struct {
 	Reg      prometheus.Registerer
 	Filters  FilterSource
 	Reducers MemberSource
+	Ring     RingView
 }
 
 // Aggregator counts forwarded clicks and delivers partials to reducers.
@@ -56,6 +68,7 @@ type Aggregator struct {
 	log        *slog.Logger
 	filters    FilterSource
 	reducers   MemberSource
+	ring       RingView
 	memberCh   <-chan struct{}
 	m          *metrics
 	meta0      aggstate.Meta // as loaded or created at New: incarnation and first minute never change
@@ -77,6 +90,7 @@ type Aggregator struct {
 	segs     map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
 	commits  uint64              // state commits so far
 	draining bool                // Flush started: Forward refuses new clicks
+	handing  bool                // handing over to the heir: Forward refuses every click
 	closed   bool                // Close (or a simulated crash) released the storage
 	failErr  error               // storage failed: nothing is acknowledged or committed any more
 	fids     []int64             // scratch for matching filter ids
@@ -108,8 +122,8 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("aggregator config: data dir is empty (set --data-dir): the aggregator keeps its log and state there")
 	}
-	if deps.Clock == nil || deps.Filters == nil || deps.Reducers == nil {
-		return nil, errors.New("aggregator: Deps.Clock, Deps.Filters and Deps.Reducers are required")
+	if deps.Clock == nil || deps.Filters == nil || deps.Reducers == nil || deps.Ring == nil {
+		return nil, errors.New("aggregator: Deps.Clock, Deps.Filters, Deps.Reducers and Deps.Ring are required")
 	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
@@ -122,6 +136,7 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 		log:        deps.Log.With("component", "aggregator", "node", cfg.NodeID),
 		filters:    deps.Filters,
 		reducers:   deps.Reducers,
+		ring:       deps.Ring,
 		m:          m,
 		delivering: make(sem, 1),
 		failed:     make(chan struct{}),
@@ -248,7 +263,10 @@ func (a *Aggregator) Incarnation() int64 { return a.meta0.Incarnation }
 func (a *Aggregator) FirstMinute() int64 { return a.meta0.FirstMinute }
 
 // Forward counts a batch of validated clicks and answers a status per
-// event, once the accepted ones are durable in the log.
+// event, once the accepted ones (and the first copies of the duplicates)
+// are durable in the log. A click this aggregator does not own for its
+// minute, by its view of the ring history, is answered NOT_OWNER and not
+// counted; when that view is too old to trust, the whole batch is refused.
 func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest) (*clusterv1.ForwardResponse, error) {
 	evs := req.GetEvents()
 	resp := &clusterv1.ForwardResponse{Status: make([]clusterv1.EventStatus, len(evs))}
@@ -257,9 +275,15 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 	}
 	now := a.clock.Now()
 	futureEnd := now.Add(futureLimit)
+	if !a.ring.Fresh(now) {
+		a.m.refused.WithLabelValues("ring_view_stale").Inc()
+		return nil, status.Errorf(codes.Unavailable, "aggregator %s cannot confirm its view of the ring history with etcd (older than the view TTL): it takes no click it might not own; retry the batch (duplicates are safe)", a.cfg.NodeID)
+	}
+	rv := a.ring.Current()
+	self := rv.Index(a.cfg.NodeID)
 	set := a.filters.Current()
 	useFilters := set.Len() > 0
-	var accepted, dups, rejected, late int
+	var accepted, dups, rejected, late, notOwned int
 
 	a.mu.Lock()
 	if err := a.refuseLocked(); err != nil {
@@ -290,6 +314,12 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_REJECTED
 			a.reject(resp, i, fmt.Sprintf("click_time %s is more than %s in the future (now %s); not counted", t.Format(time.RFC3339Nano), futureLimit, now.UTC().Format(time.RFC3339Nano)))
 			rejected++
+			continue
+		}
+		if self < 0 || rv.IndexAt(ev.GetAdId(), minute) != self {
+			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_NOT_OWNER
+			a.reject(resp, i, a.notOwnedReason(rv, ev.GetAdId(), minute))
+			notOwned++
 			continue
 		}
 		id := ev.GetClickId()
@@ -332,23 +362,29 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 		accepted++ // resp.Status[i] is already ACCEPTED (the zero value)
 	}
 	a.rec = rec
-	var pos wal.Pos
+	var durableAt uint64 // log end to wait for before answering
 	if accepted > 0 {
-		var err error
-		if pos, err = a.wal.Append(rec); err != nil {
+		pos, err := a.wal.Append(rec)
+		if err != nil {
 			err = a.failLocked(fmt.Errorf("append to the write-ahead log: %w", err))
 			a.mu.Unlock()
 			return nil, err
 		}
 		a.noteAppendLocked(pos.Segment, maxMinute, late > 0)
+		durableAt = pos.End
+	} else if dups > 0 {
+		// A duplicate is answered only once its first copy is durable: that
+		// copy was appended before now, under this lock.
+		durableAt = a.wal.Appended()
 	}
 	a.mu.Unlock()
 
-	if accepted > 0 {
-		if err := a.wal.Wait(pos.End); err != nil {
+	if durableAt > 0 {
+		if err := a.wal.Wait(durableAt); err != nil {
 			return nil, a.fail(fmt.Errorf("sync the write-ahead log: %w", err))
 		}
 	}
+	a.m.notOwned.Add(float64(notOwned))
 	a.m.accepted.Add(float64(accepted))
 	a.m.duplicate.Add(float64(dups))
 	a.m.rejected.Add(float64(rejected))
@@ -363,6 +399,9 @@ func (a *Aggregator) refuseLocked() error {
 		return status.Errorf(codes.Unavailable, "aggregator %s stopped after a storage failure and must be restarted (%v); retry the batch (duplicates are safe)", a.cfg.NodeID, a.failErr)
 	case a.draining || a.closed:
 		return status.Errorf(codes.Unavailable, "aggregator %s is shutting down; retry the batch (duplicates are safe)", a.cfg.NodeID)
+	case a.handing:
+		a.m.refused.WithLabelValues("handing_over").Inc()
+		return status.Errorf(codes.Unavailable, "aggregator %s is handing its click ids over to its heir after a drain; retry the batch in a few seconds (duplicates are safe)", a.cfg.NodeID)
 	case a.seen.Len() >= a.cfg.MaxOpenIDs:
 		a.m.overload.WithLabelValues("open_ids").Inc()
 		return status.Errorf(codes.ResourceExhausted, "aggregator %s remembers %d click ids of open minutes (--max-open-ids=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Len(), a.cfg.MaxOpenIDs)
@@ -393,6 +432,15 @@ func (a *Aggregator) failLocked(err error) error {
 	}
 	a.failOnce.Do(func() { close(a.failed) })
 	return status.Errorf(codes.Unavailable, "aggregator %s stopped after a storage failure and must be restarted (%v); retry the batch (duplicates are safe)", a.cfg.NodeID, a.failErr)
+}
+
+// notOwnedReason says who owns (ad, minute) by rv, for a NOT_OWNER answer.
+func (a *Aggregator) notOwnedReason(rv *ring.Versions, ad string, minute int64) string {
+	owner := "no aggregator"
+	if o := rv.IndexAt(ad, minute); o >= 0 {
+		owner = rv.IDs()[o]
+	}
+	return fmt.Sprintf("aggregator %s does not own ad %q in minute %s (the ring history says %s): resend to the owner", a.cfg.NodeID, ad, clock.MinuteTime(minute).Format(time.RFC3339), owner)
 }
 
 func (a *Aggregator) reject(resp *clusterv1.ForwardResponse, i int, reason string) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/adclick/adclick/pkg/ring/ringtest"
 	"io"
 	"log/slog"
 	"net"
@@ -173,6 +174,7 @@ func poll(t *testing.T, what string, cond func() bool) {
 type testEnv struct {
 	agg     *Aggregator
 	clk     *clock.Fake
+	ring    *ringtest.Source
 	members *fakeMembers
 	cfg     Config
 	set     *filter.Set
@@ -184,7 +186,7 @@ func newTestAggregator(t testing.TB, start time.Time, set *filter.Set, mutate fu
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	env := &testEnv{clk: clock.NewFake(start), members: &fakeMembers{}, cfg: cfg, set: set}
+	env := &testEnv{clk: clock.NewFake(start), ring: ringtest.New(cfg.NodeID), members: &fakeMembers{}, cfg: cfg, set: set}
 	env.open(t)
 	return env
 }
@@ -198,6 +200,7 @@ func (e *testEnv) open(t testing.TB) {
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Filters:  fixedFilters{e.set},
 		Reducers: e.members,
+		Ring:     e.ring,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -7,11 +7,15 @@ import (
 
 type metrics struct {
 	accepted, duplicate, rejected prometheus.Counter
+	notOwned                      prometheus.Counter
+	refused                       *prometheus.CounterVec
+	handOverIDs                   *prometheus.CounterVec
 	late                          prometheus.Counter
 	minutesClosed                 prometheus.Counter
 	openMinutes                   prometheus.Gauge
 	dedupIDs                      prometheus.Gauge
 	outbox                        prometheus.Gauge
+	outboxBytes                   prometheus.Gauge
 	delivered                     *prometheus.CounterVec
 	deliverErrors                 *prometheus.CounterVec
 	overload                      *prometheus.CounterVec
@@ -26,12 +30,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	events := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "adclick_aggregator_events_total",
-		Help: "Forwarded clicks by outcome: accepted (counted), duplicate (click_id already counted), rejected (too old or in the future).",
+		Help: "Forwarded clicks by outcome: accepted (counted), duplicate (click_id already counted), rejected (too old or in the future), not_owner (another aggregator owns the ad in that minute: the router resends).",
 	}, []string{"status"})
 	return &metrics{
 		accepted:  events.WithLabelValues("accepted"),
 		duplicate: events.WithLabelValues("duplicate"),
 		rejected:  events.WithLabelValues("rejected"),
+		notOwned:  events.WithLabelValues("not_owner"),
+		refused: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "adclick_aggregator_refused_batches_total",
+			Help: "Forward batches refused whole with UNAVAILABLE: ring_view_stale (etcd not confirmed within the view TTL), handing_over (a drain hands click ids to the heir).",
+		}, []string{"reason"}),
+		handOverIDs: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "adclick_aggregator_handover_ids_total",
+			Help: "Click ids handed over after a drain: sent (by the draining node) or received (by its heir).",
+		}, []string{"direction"}),
 		late: f.NewCounter(prometheus.CounterOpts{
 			Name: "adclick_aggregator_late_clicks_total",
 			Help: "Accepted clicks whose minute was already closed, counted as corrections.",
@@ -51,6 +64,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		outbox: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_aggregator_outbox_partials",
 			Help: "Partials kept until every registered reducer acknowledges them.",
+		}),
+		outboxBytes: f.NewGauge(prometheus.GaugeOpts{
+			Name: "adclick_aggregator_outbox_bytes",
+			Help: "Encoded bytes of the partials kept until every registered reducer acknowledges them (bounded by --max-outbox-bytes).",
 		}),
 		delivered: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "adclick_aggregator_partials_delivered_total",

@@ -180,6 +180,54 @@ func (s *Store) Seen(minute int64, id string) (bool, error) {
 	return true, nil
 }
 
+// EachID calls fn with the click ids of every minute >= from, minute by
+// minute in ascending order, at most batch ids per call (the slice is
+// reused between calls).
+func (s *Store) EachID(from int64, batch int, fn func(minute int64, ids []string) error) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: appendMinute([]byte{prefixID}, from), UpperBound: []byte{prefixID + 1}})
+	if err != nil {
+		return fmt.Errorf("aggstate: list click ids: %w", err)
+	}
+	var ids []string
+	cur := int64(0)
+	flush := func() error {
+		if len(ids) == 0 {
+			return nil
+		}
+		err := fn(cur, ids)
+		ids = ids[:0]
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) < 9 {
+			continue
+		}
+		m := int64(binary.BigEndian.Uint64(k[1:9]) ^ 1<<63)
+		if m != cur || len(ids) >= batch {
+			if err := flush(); err != nil {
+				it.Close()
+				return err
+			}
+			cur = m
+		}
+		ids = append(ids, string(k[9:]))
+	}
+	if err := flush(); err != nil {
+		it.Close()
+		return err
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("aggstate: list click ids: %w", err)
+	}
+	return nil
+}
+
 // DropOutbox deletes the partials with sequence <= through. Not synced: a
 // drop lost in a crash only makes reducers get no-op resends.
 func (s *Store) DropOutbox(through uint64) error {

@@ -17,6 +17,8 @@ const (
 	Aggregators Kind = "aggregators"
 	// Reducers merge partials and answer queries.
 	Reducers Kind = "reducers"
+	// Routers are stateless: they have only a liveness key.
+	Routers Kind = "routers"
 )
 
 // Prefix returns the etcd prefix of the persistent records of this kind: a
@@ -45,11 +47,11 @@ type Member struct {
 	// FirstMinute (aggregators) is the first minute, unix seconds, that this
 	// node closes and reports. Earlier minutes get only late corrections.
 	FirstMinute int64 `json:"first_minute,omitempty"`
-	// OwnsFrom (aggregators) is the first minute for which the node is on
-	// the ring: clicks of earlier minutes are routed as if it did not exist,
-	// so every copy of one click reaches the same aggregator while the ring
-	// grows. 0 for the aggregators a cluster starts with.
-	OwnsFrom int64 `json:"owns_from"`
+	// GossipAddr is the node's memberlist address, for others to join.
+	GossipAddr string `json:"gossip_addr,omitempty"`
+	// AppliedRing is the revision of the ring history the node has applied
+	// (liveness key only): the handshake `adclick admin` shows.
+	AppliedRing int64 `json:"applied_ring,omitempty"`
 	// Live tells whether the node's leased liveness key exists (not stored).
 	Live bool `json:"-"`
 }
@@ -79,4 +81,20 @@ func ParseMembers(kind Kind, kvs map[string][]byte, live map[string][]byte) ([]M
 		return out, fmt.Errorf("membership: skipped malformed registrations: %s", strings.Join(bad, ", "))
 	}
 	return out, nil
+}
+
+// ParseLive decodes liveness values of kind (routers have nothing else),
+// sorted by ID; values that do not decode are skipped.
+func ParseLive(kind Kind, live map[string][]byte) []Member {
+	out := make([]Member, 0, len(live))
+	for k, v := range live {
+		var m Member
+		if err := json.Unmarshal(v, &m); err != nil || kind.LiveKey(m.ID) != k {
+			continue
+		}
+		m.Live = true
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
 }

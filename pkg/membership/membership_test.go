@@ -98,41 +98,6 @@ func TestRegisterWatchAndLeaseLoss(t *testing.T) {
 	waitFor(t, "none live after Close", func() bool { return len(w.Live()) == 0 })
 }
 
-func TestOwnsFromKeptAcrossRestarts(t *testing.T) {
-	cli := startEtcd(t)
-	ctx := context.Background()
-	now := time.Date(2026, 5, 1, 10, 0, 30, 0, time.UTC)
-	first, err := OwnsFrom(ctx, cli, now, 2*time.Minute)
-	if err != nil || first != 0 {
-		t.Fatalf("first aggregator owns from %d (%v), want 0", first, err)
-	}
-	a, err := Register(ctx, cli, Aggregators, Member{ID: "a", Addr: "h:1", OwnsFrom: first}, time.Minute, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	later, err := OwnsFrom(ctx, cli, now, 2*time.Minute)
-	if want := now.Unix() - 30 + 120; err != nil || later != want {
-		t.Fatalf("second aggregator owns from %d (%v), want %d", later, err, want)
-	}
-	a.Close(ctx)
-	// A restart proposes a later minute; the stored one wins.
-	a2, err := Register(ctx, cli, Aggregators, Member{ID: "a", Addr: "h:2", OwnsFrom: later}, time.Minute, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a2.Close(ctx)
-	w, err := Watch(ctx, cli, Aggregators, slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if ms := w.Members(); len(ms) != 1 || ms[0].OwnsFrom != 0 || ms[0].Addr != "h:2" || !ms[0].Live {
-		t.Fatalf("members after restart: %+v", ms)
-	}
-	if zero, _ := OwnsFrom(ctx, cli, now, 0); zero != 0 {
-		t.Fatalf("join delay 0: owns from %d", zero)
-	}
-}
-
 func TestWatchRelistsAfterCompaction(t *testing.T) {
 	cli := startEtcd(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -20,7 +20,6 @@ const DefaultTTL = 5 * time.Second
 type Registration struct {
 	cli    *clientv3.Client
 	key    string // liveness key
-	value  []byte
 	ttl    time.Duration
 	log    *slog.Logger
 	cancel context.CancelFunc
@@ -28,6 +27,7 @@ type Registration struct {
 
 	mu      sync.Mutex
 	leaseID clientv3.LeaseID
+	member  Member // what the liveness key holds
 }
 
 // Register writes m's persistent record under kind (so the node stays a
@@ -35,23 +35,17 @@ type Registration struct {
 // ttl and keeps it alive in the background, registering again with a new
 // lease whenever the lease is lost. The first registration is synchronous:
 // when Register returns without error, the node is visible to watchers.
-//
-// For aggregators, m.OwnsFrom is taken from the existing record when there
-// is one, so a restart never moves the node on the ring.
+// Where a node sits on the ring is not part of its record: that is the
+// ring history's (package ring).
 func Register(ctx context.Context, cli *clientv3.Client, kind Kind, m Member, ttl time.Duration, log *slog.Logger) (*Registration, error) {
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	m, err := putRecord(ctx, cli, kind, m)
-	if err != nil {
+	if err := putRecord(ctx, cli, kind, m); err != nil {
 		return nil, fmt.Errorf("register %s: %w", kind.Key(m.ID), err)
 	}
-	value, err := json.Marshal(m)
-	if err != nil {
-		return nil, err
-	}
 	rctx, cancel := context.WithCancel(context.Background())
-	r := &Registration{cli: cli, key: kind.LiveKey(m.ID), value: value, ttl: ttl, log: log, cancel: cancel, done: make(chan struct{})}
+	r := &Registration{cli: cli, key: kind.LiveKey(m.ID), member: m, ttl: ttl, log: log, cancel: cancel, done: make(chan struct{})}
 	ka, err := r.grant(ctx)
 	if err != nil {
 		cancel()
@@ -68,7 +62,13 @@ func (r *Registration) grant(ctx context.Context) (<-chan *clientv3.LeaseKeepAli
 	if err != nil {
 		return nil, err
 	}
-	if _, err := r.cli.Put(gctx, r.key, string(r.value), clientv3.WithLease(lease.ID)); err != nil {
+	r.mu.Lock()
+	value, err := json.Marshal(r.member)
+	r.mu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.cli.Put(gctx, r.key, string(value), clientv3.WithLease(lease.ID)); err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
@@ -111,6 +111,30 @@ func (r *Registration) keepAlive(ctx context.Context, ka <-chan *clientv3.LeaseK
 	}
 }
 
+// SetAppliedRing publishes that the node has applied revision rev of the
+// ring history (the handshake operators see in `adclick admin status`).
+// Best effort: a failed write is logged, and the next registration after a
+// lost lease carries the value anyway.
+func (r *Registration) SetAppliedRing(ctx context.Context, rev int64) {
+	r.mu.Lock()
+	if r.member.AppliedRing >= rev {
+		r.mu.Unlock()
+		return
+	}
+	r.member.AppliedRing = rev
+	value, err := json.Marshal(r.member)
+	lease := r.leaseID
+	r.mu.Unlock()
+	if err != nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.cli.Put(ctx, r.key, string(value), clientv3.WithLease(lease)); err != nil {
+		r.log.Warn("cannot publish the applied ring revision", "key", r.key, "revision", rev, "err", err)
+	}
+}
+
 // Close stops keeping the registration alive and revokes its lease, so
 // watchers see the node stop at once. Its persistent record stays.
 func (r *Registration) Close(ctx context.Context) error {
@@ -125,51 +149,17 @@ func (r *Registration) Close(ctx context.Context) error {
 	return err
 }
 
-// putRecord writes m's persistent record, keeping OwnsFrom of an existing
-// record.
-func putRecord(ctx context.Context, cli *clientv3.Client, kind Kind, m Member) (Member, error) {
+// putRecord writes m's persistent record (routers have none).
+func putRecord(ctx context.Context, cli *clientv3.Client, kind Kind, m Member) error {
+	if kind == Routers {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	key := kind.Key(m.ID)
-	resp, err := cli.Get(ctx, key)
-	if err != nil {
-		return m, err
-	}
-	if len(resp.Kvs) == 1 {
-		var old Member
-		if err := json.Unmarshal(resp.Kvs[0].Value, &old); err == nil {
-			m.OwnsFrom = old.OwnsFrom
-		}
-	}
 	value, err := json.Marshal(m)
 	if err != nil {
-		return m, err
+		return err
 	}
-	_, err = cli.Put(ctx, key, string(value))
-	return m, err
-}
-
-// OwnsFrom decides from which minute a new aggregator takes its share of the
-// ring: from the beginning of time when no aggregator exists yet or
-// joinDelay is 0 (a cluster being set up, before any click), else from the
-// minute boundary joinDelay ahead of now. joinDelay must exceed the one
-// minute a click may lie in the future plus the time routers need to see
-// the change, so that no router has routed a click of that minute with the
-// old ring. An aggregator that is already a member keeps its value (see
-// Register).
-func OwnsFrom(ctx context.Context, cli *clientv3.Client, now time.Time, joinDelay time.Duration) (int64, error) {
-	if joinDelay == 0 {
-		return 0, nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	resp, err := cli.Get(ctx, Aggregators.Prefix(), clientv3.WithPrefix(), clientv3.WithCountOnly())
-	if err != nil {
-		return 0, fmt.Errorf("list aggregators: %w", err)
-	}
-	if resp.Count == 0 {
-		return 0, nil
-	}
-	m := now.Add(joinDelay).Unix()
-	return m - ((m%60)+60)%60, nil
+	_, err = cli.Put(ctx, kind.Key(m.ID), string(value))
+	return err
 }

@@ -4,11 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	"github.com/adclick/adclick/pkg/aggregator"
+	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 )
 
 // Aggregator is a running aggregator node.
@@ -16,6 +23,8 @@ type Aggregator struct {
 	*base
 	agg     *aggregator.Aggregator
 	filters *filter.Watcher
+	aggs    *membership.Watcher // the other aggregators' addresses (the heir's, for a hand-over)
+	conns   map[string]*grpc.ClientConn
 }
 
 // Filters is the filter set this aggregator counts with now.
@@ -53,11 +62,13 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 	if err != nil {
 		return err
 	}
-	n.agg, err = aggregator.New(cfg, aggregator.Deps{Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry, Filters: filters, Reducers: reducers})
-	if err != nil {
+	if n.aggs, err = membership.Watch(n.ctx, n.etcd, membership.Aggregators, env.Log); err != nil {
 		return err
 	}
-	ownsFrom, err := membership.OwnsFrom(n.ctx, n.etcd, env.Clock.Now(), c.JoinDelay)
+	if err := n.watchRing(); err != nil {
+		return err
+	}
+	n.agg, err = aggregator.New(cfg, aggregator.Deps{Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry, Filters: filters, Reducers: reducers, Ring: n.ring})
 	if err != nil {
 		return err
 	}
@@ -68,10 +79,143 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 		}
 	})
 	n.srv.Serve()
-	return n.register(membership.Aggregators, membership.Member{
+	if err := n.register(membership.Aggregators, membership.Member{
 		ID: c.NodeID, Addr: c.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr(),
-		Incarnation: n.agg.Incarnation(), FirstMinute: n.agg.FirstMinute(), OwnsFrom: ownsFrom,
+		Incarnation: n.agg.Incarnation(), FirstMinute: n.agg.FirstMinute(),
+	}); err != nil {
+		return err
+	}
+	if err := n.joinRing(c.InitialAggregators); err != nil {
+		return err
+	}
+	n.goRun(n.drainLoop)
+	return nil
+}
+
+// joinRing puts this aggregator on the ring: it founds the ring history
+// (with the initial aggregators) when there is none, or joins at the
+// earliest minute a change may take effect when it is not in the newest
+// era and not finishing a drain. A restart of a member changes nothing.
+func (n *Aggregator) joinRing(initial []string) error {
+	id := n.common.NodeID
+	ctx, cancel := context.WithTimeout(n.ctx, 30*time.Second)
+	defer cancel()
+	_, _, err := ring.Update(ctx, n.etcd, n.env.Clock, func(h *ring.History, now time.Time) (*ring.History, error) {
+		if h == nil {
+			founders := append(slices.Clone([]string(initial)), id)
+			n.env.Log.Info("founding the ring history", "aggregators", founders)
+			return ring.Founding(founders, now, ring.DefaultViewTTL), nil
+		}
+		if slices.Contains(h.Latest().Aggregators, id) || h.PendingDrain(id) != nil {
+			return nil, ring.ErrNoChange
+		}
+		next, from, err := h.Join(id, now)
+		if err == nil {
+			n.env.Log.Info("joining the ring", "owns_from", clock.MinuteTime(from).Format(time.RFC3339),
+				"in", clock.MinuteTime(from).Sub(now).Round(time.Second).String())
+		}
+		return next, err
 	})
+	if err != nil {
+		return fmt.Errorf("join the ring: %w", err)
+	}
+	return n.ring.Refresh(ctx)
+}
+
+// drainLoop hands over once a drain of this aggregator is recorded and
+// its minutes before the cut-over are closed; it resumes after a restart.
+func (n *Aggregator) drainLoop(ctx context.Context) {
+	changes := n.ring.Subscribe()
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	var lastErr string
+	for {
+		if d := n.ring.Current().History().PendingDrain(n.common.NodeID); d != nil {
+			if err := n.handOver(ctx, *d); err != nil && ctx.Err() == nil && err.Error() != lastErr {
+				lastErr = err.Error()
+				n.env.Log.Warn("drain: hand-over not done yet; retrying", "heir", d.Heir, "err", err)
+			}
+		} else {
+			n.agg.Thaw() // the view shows the hand-over: old minutes route to the heir now
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		case <-tick.C:
+		}
+	}
+}
+
+// handOver runs the steps of a drain's hand-over (see package aggregator):
+// deliver, freeze, deliver the last corrections, copy the click ids to the
+// heir, record the hand-over in the ring history. Every step may be
+// repeated after a failure or a restart.
+func (n *Aggregator) handOver(ctx context.Context, d ring.Drain) error {
+	if n.env.Clock.Now().Before(clock.MinuteTime(d.Cutover)) {
+		return nil // still owns its minutes
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	_ = n.agg.WaitDelivered(wctx) // most partials leave before the freeze
+	cancel()
+	if err := n.agg.Freeze(d.Cutover); err != nil {
+		if errors.Is(err, aggregator.ErrNotClosed) {
+			return nil
+		}
+		return err
+	}
+	wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	err := n.agg.WaitDelivered(wctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("deliver every partial before handing over: %w", err)
+	}
+	heir, err := n.client(d.Heir)
+	if err != nil {
+		return err
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	ids, err := n.agg.SendIDs(sctx, heir, d.Cutover)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("hand click ids over to %s: %w", d.Heir, err)
+	}
+	uctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	_, _, err = ring.Update(uctx, n.etcd, n.env.Clock, func(h *ring.History, _ time.Time) (*ring.History, error) {
+		if h.PendingDrain(n.common.NodeID) == nil {
+			return nil, ring.ErrNoChange
+		}
+		return h.HandOver(n.common.NodeID, false)
+	})
+	if err != nil {
+		return fmt.Errorf("record the hand-over: %w", err)
+	}
+	n.env.Log.Info("drained: every partial delivered and click ids handed over", "heir", d.Heir, "click_ids", ids,
+		"cutover", clock.MinuteTime(d.Cutover).Format(time.RFC3339))
+	return n.ring.Refresh(uctx)
+}
+
+// client returns a client of aggregator id, by its registered address.
+func (n *Aggregator) client(id string) (clusterv1.AggregatorServiceClient, error) {
+	for _, m := range n.aggs.Members() {
+		if m.ID != id {
+			continue
+		}
+		if n.conns == nil {
+			n.conns = map[string]*grpc.ClientConn{}
+		}
+		conn, ok := n.conns[m.Addr]
+		if !ok {
+			var err error
+			if conn, err = grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials())); err != nil {
+				return nil, err
+			}
+			n.conns[m.Addr] = conn
+		}
+		return clusterv1.NewAggregatorServiceClient(conn), nil
+	}
+	return nil, fmt.Errorf("heir %s has no registration", id)
 }
 
 // Stop leaves the cluster, finishes in-flight batches, syncs the log,
@@ -87,6 +231,9 @@ func (n *Aggregator) Stop(ctx context.Context) error {
 		}
 	}
 	n.stopAll()
+	for _, c := range n.conns {
+		_ = c.Close()
+	}
 	if cerr := n.agg.Close(); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("aggregator %s: close log and state: %w", n.common.NodeID, cerr))
 	}

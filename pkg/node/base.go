@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/server"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
@@ -21,6 +22,7 @@ type base struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	reg    *membership.Registration
+	ring   *ring.Watcher
 	fatal  chan error
 }
 
@@ -64,12 +66,44 @@ func (b *base) goRun(f func(ctx context.Context)) {
 	go func() { defer b.wg.Done(); f(b.ctx) }()
 }
 
+// watchRing follows the ring history (every role routes or checks by it).
+func (b *base) watchRing() error {
+	w, err := ring.Watch(b.ctx, b.etcd, b.env.Clock, b.env.Log)
+	if err != nil {
+		return fmt.Errorf("ring history: %w", err)
+	}
+	b.ring = w
+	return nil
+}
+
+// publishAppliedRing keeps the registration's applied ring revision (the
+// handshake operators see) in step with the ring watcher.
+func (b *base) publishAppliedRing(ctx context.Context) {
+	ch := b.ring.Subscribe()
+	for {
+		if b.reg != nil {
+			b.reg.SetAppliedRing(ctx, b.ring.Revision())
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		}
+	}
+}
+
 func (b *base) register(kind membership.Kind, m membership.Member) error {
+	if b.ring != nil {
+		m.AppliedRing = b.ring.Revision()
+	}
 	reg, err := membership.Register(b.ctx, b.etcd, kind, m, b.common.LeaseTTL, b.env.Log)
 	if err != nil {
 		return fmt.Errorf("register in etcd: %w", err)
 	}
 	b.reg = reg
+	if b.ring != nil {
+		b.goRun(b.publishAppliedRing)
+	}
 	b.env.Log.Info("serving", "role", kind, "id", m.ID, "grpc", b.srv.GRPCAddr(), "http", b.srv.HTTPAddr())
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/adclick/adclick/pkg/aggregator"
 	"github.com/adclick/adclick/pkg/etcdembed"
 	"github.com/adclick/adclick/pkg/reducer"
+	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/router"
 )
 
@@ -86,9 +87,18 @@ func StartCluster(cfg ClusterConfig, env Env) (*Cluster, error) {
 		}
 		cl.Reducers = append(cl.Reducers, r)
 	}
-	for i := 1; i <= cfg.Aggregators; i++ {
-		id := fmt.Sprintf("aggregator-%d", i)
-		a, err := StartAggregator(common(id, "127.0.0.1:0", "127.0.0.1:0"), cfg.Aggregator, Env{Clock: env.Clock, Log: env.Log.With("node", id)})
+	n, err := aggregatorsToStart(etcd, cfg.Aggregators, env)
+	if err != nil {
+		return fail(err)
+	}
+	var founders []string
+	for i := 1; i <= n; i++ {
+		founders = append(founders, fmt.Sprintf("aggregator-%d", i))
+	}
+	for _, id := range founders {
+		c := common(id, "127.0.0.1:0", "127.0.0.1:0")
+		c.InitialAggregators = founders
+		a, err := StartAggregator(c, cfg.Aggregator, Env{Clock: env.Clock, Log: env.Log.With("node", id)})
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", id, err))
 		}
@@ -103,6 +113,34 @@ func StartCluster(cfg ClusterConfig, env Env) (*Cluster, error) {
 	cl.Router = rt
 	cl.watchFatal()
 	return cl, nil
+}
+
+// aggregatorsToStart is how many aggregators a cluster on an existing data
+// dir must run: at least every aggregator-N the ring history still has on
+// the ring (a member that is not started would leave its ads with no one to
+// count them). More than before join at a future minute.
+func aggregatorsToStart(etcd *etcdembed.Server, want int, env Env) (int, error) {
+	cli, err := etcd.Client()
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	h, _, err := ring.LoadHistory(context.Background(), cli)
+	if err != nil || h == nil {
+		return want, err
+	}
+	n := want
+	for _, id := range h.Latest().Aggregators {
+		var k int
+		if _, err := fmt.Sscanf(id, "aggregator-%d", &k); err == nil && k > n {
+			n = k
+		}
+	}
+	if n > want {
+		env.Log.Warn("the data dir's ring has more aggregators than asked for: starting all of them; to shrink, drain the extra ones (adclick admin drain aggregator-N)",
+			"asked", want, "starting", n)
+	}
+	return n, nil
 }
 
 // Err delivers the first fatal error of any aggregator (the nodes whose

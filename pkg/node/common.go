@@ -45,7 +45,11 @@ type Common struct {
 	Pprof           bool
 	LeaseTTL        time.Duration
 	ShutdownTimeout time.Duration
-	JoinDelay       time.Duration // aggregators: how far ahead a new member's ring share starts
+	// InitialAggregators (aggregators) founds the ring history when there
+	// is none yet: these aggregators own every minute from the start.
+	// Aggregators not in it, or started once a history exists, join at a
+	// future minute (ring.History.Join).
+	InitialAggregators flagenv.StringList
 }
 
 // RegisterFlags registers the shared flags with role-specific defaults.
@@ -71,10 +75,11 @@ func (c *Common) RegisterFlags(fs *flag.FlagSet, role Role) {
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", membership.DefaultTTL, "etcd lease TTL of this node's registration")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to finish in-flight work")
 	if role == RoleAggregator {
-		// Past the one minute a click may lie in the future, plus time for
-		// every router to see the new member.
-		fs.DurationVar(&c.JoinDelay, "join-delay", 2*time.Minute,
-			"a new aggregator takes its share of the ring from the minute boundary this far ahead (0: from the start, only for aggregators set up before any click); a restarted one keeps its place")
+		fs.Var(&c.InitialAggregators, "initial-aggregators",
+			"comma-separated ids of the aggregators that found the ring when none exists yet (the same list on each; default: this node alone); later ones join at a future minute")
+	}
+	if role == RoleRouter {
+		fs.StringVar(&c.NodeID, "node-id", "", "id of this router in the cluster, shown by `adclick admin status` (default: host name and gRPC port)")
 	}
 }
 
@@ -97,9 +102,6 @@ func (c Common) Validate(role Role) error {
 	}
 	if c.MaxMsgBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("--max-msg-bytes=%d is too small (at least 1024)", c.MaxMsgBytes))
-	}
-	if c.JoinDelay != 0 && c.JoinDelay < 90*time.Second {
-		errs = append(errs, fmt.Errorf("--join-delay=%s: 0 or at least 90s (clicks may lie one minute in the future)", c.JoinDelay))
 	}
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--lease-ttl=%s: at least 1s", c.LeaseTTL))

@@ -42,7 +42,10 @@ func (n *Reducer) start(c Common, cfg reducer.Config, env Env) error {
 	if err != nil {
 		return err
 	}
-	n.red, err = reducer.Open(cfg, reducer.Deps{Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry, Aggregators: aggs})
+	if err := n.watchRing(); err != nil {
+		return err
+	}
+	n.red, err = reducer.Open(cfg, reducer.Deps{Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry, Aggregators: aggs, Ring: n.ring})
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"net"
+	"os"
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/filter"
@@ -46,9 +48,12 @@ func (n *Router) start(cfg router.Config, env Env) error {
 	if err != nil {
 		return err
 	}
+	if err := n.watchRing(); err != nil {
+		return err
+	}
 	n.rt, err = router.New(cfg, router.Deps{
 		Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry,
-		Aggregators: aggs, Reducers: reds, Filters: filters,
+		Aggregators: aggs, Reducers: reds, Filters: filters, Ring: n.ring,
 		FilterStore: filter.NewStore(n.etcd, env.Clock),
 	})
 	if err != nil {
@@ -64,12 +69,18 @@ func (n *Router) start(cfg router.Config, env Env) error {
 	}
 	n.srv.Handle("/v1/", gw)
 	n.srv.Serve()
-	env.Log.Info("serving", "role", RoleRouter, "grpc", n.srv.GRPCAddr(), "http", n.srv.HTTPAddr())
-	return nil
+	id := n.common.NodeID
+	if id == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(n.srv.GRPCAddr())
+		id = host + "-" + port
+	}
+	return n.register(membership.Routers, membership.Member{ID: id, Addr: n.common.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr()})
 }
 
 // Stop finishes in-flight requests and closes connections.
 func (n *Router) Stop(ctx context.Context) error {
+	n.deregister(ctx)
 	n.srv.Stop(ctx)
 	n.stopAll()
 	return n.rt.Close()

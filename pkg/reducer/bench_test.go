@@ -13,6 +13,7 @@ import (
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring/ringtest"
 )
 
 const (
@@ -40,11 +41,11 @@ func fillBench(b *testing.B) (*Reducer, int64) {
 			benchAds[i] = fmt.Sprintf("ad-%07d", i)
 		}
 	})
-	e := &env{dir: b.TempDir(), clk: nil, members: &fakeMembers{}, retain: 1440}
-	e.members.Set(membership.Member{ID: "agg", Incarnation: 1, FirstMinute: m0})
+	e := &env{dir: b.TempDir(), clk: nil, members: &fakeMembers{}, ring: ringtest.New(), retain: 1440}
+	e.setMembers(membership.Member{ID: "agg", Incarnation: 1, FirstMinute: m0})
 	cfg := DefaultConfig()
 	cfg.NodeID, cfg.DataDir = "bench", e.dir
-	r, err := Open(cfg, Deps{Clock: fixedClock{}, Aggregators: e.members, Log: slog.New(slog.DiscardHandler)})
+	r, err := Open(cfg, Deps{Clock: fixedClock{}, Aggregators: e.members, Ring: e.ring, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -34,7 +34,7 @@ func serve(t *testing.T, r *Reducer) clusterv1.ReducerServiceClient {
 
 func TestOverGRPC(t *testing.T) {
 	e := newEnv(t, 1440)
-	e.members.Set(membership.Member{ID: "agg", Incarnation: 1, FirstMinute: m0})
+	e.setMembers(membership.Member{ID: "agg", Incarnation: 1, FirstMinute: m0})
 	cli := serve(t, e.open(t))
 	ctx := context.Background()
 

@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"math"
 	"slices"
 	"time"
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/store"
 	"github.com/adclick/adclick/pkg/topn"
 	"google.golang.org/grpc/codes"
@@ -31,7 +33,7 @@ func (r *Reducer) AggregatedCount(ctx context.Context, req *adclickv1.Aggregated
 	if req.GetFilter() < 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "filter %d is negative; 0 means all clicks", req.GetFilter())
 	}
-	members := r.aggs.Members()
+	members, hist := r.aggs.Members(), r.ring.Current().History()
 
 	r.mu.RLock()
 	inMemory := from >= r.floor
@@ -39,7 +41,7 @@ func (r *Reducer) AggregatedCount(ctx context.Context, req *adclickv1.Aggregated
 	if inMemory {
 		n = r.idx.Count(req.GetFilter(), req.GetAdId(), from, to)
 	}
-	complete := completeLocked(members, r.meta, from, to)
+	complete := completeLocked(hist, members, r.meta, from, to)
 	r.mu.RUnlock()
 
 	if !inMemory {
@@ -78,7 +80,7 @@ func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsReque
 	to := clock.Minute(req.GetTo().AsTime())
 	from := to - int64(req.GetWindow())*60
 	n := int(req.GetCount())
-	members := r.aggs.Members()
+	members, hist := r.aggs.Members(), r.ring.Current().History()
 
 	r.mu.RLock()
 	inMemory := from >= r.floor
@@ -89,7 +91,7 @@ func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsReque
 		// client gone): the read lock held here delays every Apply.
 		top, err = r.idx.TopContext(ctx, req.GetFilter(), from, to, n)
 	}
-	complete := completeLocked(members, r.meta, from, to)
+	complete := completeLocked(hist, members, r.meta, from, to)
 	r.mu.RUnlock()
 	if err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -114,25 +116,45 @@ func (r *Reducer) PopularAds(ctx context.Context, req *adclickv1.PopularAdsReque
 }
 
 // completeLocked tells whether every minute in [from, to) is complete:
-// the membership is non-empty and each member whose FirstMinute is at or
-// before the last minute has, in its registered incarnation, closed it
-// (minutes close in order, so the watermark covers the earlier ones).
-// An empty range is complete. Caller holds mu (shared).
-func completeLocked(members []membership.Member, meta map[string]store.AggMeta, from, to int64) bool {
+// a ring history exists and, era by era, every aggregator that owned part
+// of the range (drained ones included) has closed its last minute in the
+// range, in its registered incarnation (minutes close in order, so the
+// watermark covers the earlier ones). Minutes before an aggregator's first
+// minute were never open there and need nothing. An empty range is
+// complete. Caller holds mu (shared).
+func completeLocked(h *ring.History, members []membership.Member, meta map[string]store.AggMeta, from, to int64) bool {
 	if from >= to {
 		return true
 	}
-	if len(members) == 0 {
+	if h == nil || len(h.Eras) == 0 {
 		return false
 	}
-	last := to - 60
-	for _, m := range members {
-		if last < m.FirstMinute {
+	records := make(map[string]*membership.Member, len(members))
+	for i := range members {
+		records[members[i].ID] = &members[i]
+	}
+	for k, e := range h.Eras {
+		lo, hi := e.From, int64(math.MaxInt64)
+		if k == 0 {
+			lo = math.MinInt64
+		}
+		if k+1 < len(h.Eras) {
+			hi = h.Eras[k+1].From
+		}
+		lo, hi = max(lo, from), min(hi, to)
+		if lo >= hi {
 			continue
 		}
-		am, ok := meta[m.ID]
-		if !ok || am.Incarnation != m.Incarnation || am.Watermark == store.NoWatermark || am.Watermark < last {
-			return false
+		last := hi - 60
+		for _, id := range e.Aggregators {
+			m := records[id] // nil once removed: its stored watermark decides
+			if m != nil && last < m.FirstMinute {
+				continue
+			}
+			am, ok := meta[id]
+			if !ok || am.Watermark == store.NoWatermark || am.Watermark < last || m != nil && am.Incarnation != m.Incarnation {
+				return false
+			}
 		}
 	}
 	return true

@@ -11,6 +11,7 @@ import (
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/store"
 	"github.com/adclick/adclick/pkg/topn"
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,12 +22,19 @@ type MemberSource interface {
 	Members() []membership.Member
 }
 
+// RingSource tells the ring history (ring.Watcher): which aggregators
+// owned which minutes. Safe for concurrent use.
+type RingSource interface {
+	Current() *ring.Versions
+}
+
 // Deps are the reducer's collaborators.
 type Deps struct {
 	Clock       clock.Clock           // defaults to clock.Real
 	Log         *slog.Logger          // defaults to slog.Default()
 	Reg         prometheus.Registerer // defaults to a private registry
-	Aggregators MemberSource          // required: decides completeness
+	Aggregators MemberSource          // required: incarnations and first minutes, for completeness
+	Ring        RingSource            // required: who owned each minute, for completeness
 }
 
 // Reducer merges partials and answers queries. It implements
@@ -40,6 +48,7 @@ type Reducer struct {
 	clk  clock.Clock
 	log  *slog.Logger
 	aggs MemberSource
+	ring RingSource
 	m    *metrics
 
 	// applyMu serializes Apply: the stored meta and memory only change
@@ -66,8 +75,8 @@ func Open(cfg Config, deps Deps) (*Reducer, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("reducer: %w", err)
 	}
-	if deps.Aggregators == nil {
-		return nil, errors.New("reducer: Deps.Aggregators is nil")
+	if deps.Aggregators == nil || deps.Ring == nil {
+		return nil, errors.New("reducer: Deps.Aggregators and Deps.Ring are required")
 	}
 	if deps.Clock == nil {
 		deps.Clock = clock.Real{}
@@ -84,7 +93,7 @@ func Open(cfg Config, deps Deps) (*Reducer, error) {
 		return nil, fmt.Errorf("reducer: %w", err)
 	}
 	r := &Reducer{
-		cfg: cfg, clk: deps.Clock, log: log, aggs: deps.Aggregators, m: newMetrics(deps.Reg),
+		cfg: cfg, clk: deps.Clock, log: log, aggs: deps.Aggregators, ring: deps.Ring, m: newMetrics(deps.Reg),
 		db: db, idx: topn.New(),
 	}
 	if err := r.load(); err != nil {

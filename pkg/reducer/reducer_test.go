@@ -15,6 +15,8 @@ import (
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/membership/membershiptest"
+	"github.com/adclick/adclick/pkg/ring"
+	"github.com/adclick/adclick/pkg/ring/ringtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,19 +34,34 @@ type env struct {
 	dir     string
 	clk     *clock.Fake
 	members *fakeMembers
+	ring    *ringtest.Source
 	retain  int
+}
+
+// setMembers registers ms and founds the ring with them.
+func (e *env) setMembers(ms ...membership.Member) {
+	e.members.Set(ms...)
+	var ids []string
+	for _, m := range ms {
+		ids = append(ids, m.ID)
+	}
+	if len(ids) == 0 {
+		e.ring.Set(&ring.History{})
+		return
+	}
+	e.ring.Set(ring.Founding(ids, t0, ring.DefaultViewTTL))
 }
 
 func newEnv(t *testing.T, retain int) *env {
 	t.Helper()
-	return &env{dir: t.TempDir(), clk: clock.NewFake(t0), members: &fakeMembers{}, retain: retain}
+	return &env{dir: t.TempDir(), clk: clock.NewFake(t0), members: &fakeMembers{}, ring: ringtest.New(), retain: retain}
 }
 
 func (e *env) open(t *testing.T) *Reducer {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeID, cfg.DataDir, cfg.RetainMinutes = "reducer-1", e.dir, e.retain
-	r, err := Open(cfg, Deps{Clock: e.clk, Aggregators: e.members, Log: slog.New(slog.DiscardHandler)})
+	r, err := Open(cfg, Deps{Clock: e.clk, Aggregators: e.members, Ring: e.ring, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
@@ -188,7 +205,7 @@ func TestApplyRejectsInvalidRequests(t *testing.T) {
 func TestRestartKeepsCountsMarksAndTopN(t *testing.T) {
 	e := newEnv(t, 10)
 	r := e.open(t)
-	e.members.Set(membership.Member{ID: "agg", Incarnation: 3, FirstMinute: m0 - 3600})
+	e.setMembers(membership.Member{ID: "agg", Incarnation: 3, FirstMinute: m0 - 3600})
 	old := m0 - 3600 // outside the 10 in-memory minutes: Pebble only
 	mustApply(t, r, "agg", 3, 3,
 		partial(1, old, true, cnt(0, "a", 4), cnt(0, "b", 9)),
@@ -253,7 +270,7 @@ func TestCompleteness(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e.members.Set(tc.members...)
+			e.setMembers(tc.members...)
 			if _, got := countOf(t, r, 0, "a", tc.from, tc.to); got != tc.want {
 				t.Errorf("AggregatedCount complete = %v, want %v", got, tc.want)
 			}
@@ -266,10 +283,51 @@ func TestCompleteness(t *testing.T) {
 	}
 	// agg-2 closes m0: the mixed window becomes complete.
 	mustApply(t, r, "agg-2", 7, 1, partial(1, m0, true))
-	e.members.Set(agg1, agg2)
+	e.setMembers(agg1, agg2)
 	if _, got := countOf(t, r, 0, "a", m0-60, m0+60); !got {
 		t.Error("window not complete after agg-2 closed m0")
 	}
+}
+
+// TestCompletenessFollowsEras: only the aggregators that owned a minute
+// must have closed it; a drained one counts for its minutes before its
+// cut-over, also once its record is removed.
+func TestCompletenessFollowsEras(t *testing.T) {
+	e := newEnv(t, 1440)
+	r := e.open(t)
+	agg1 := membership.Member{ID: "agg-1", Incarnation: 1, FirstMinute: m0 - 600}
+	agg2 := membership.Member{ID: "agg-2", Incarnation: 2, FirstMinute: m0 - 600}
+	e.members.Set(agg1, agg2)
+	h := ring.Founding([]string{"agg-1"}, t0, ring.DefaultViewTTL)
+	h, join, err := h.Join("agg-2", t0.Add(-5*time.Minute)) // agg-2 owns from m0-120+...
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, cut, err := h.Drain("agg-1", "agg-2", time.Unix(join, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.ring.Set(h)
+	if cut != join+120 {
+		t.Fatalf("cut-over %d minutes after the join; the checks below assume 2", (cut-join)/60)
+	}
+	// agg-1 closed everything up to its cut-over; agg-2 its first minute.
+	mustApply(t, r, "agg-1", 1, 1, partial(1, cut-60, true, cnt(0, "a", 1)))
+	mustApply(t, r, "agg-2", 2, 1, partial(1, join, true))
+	check := func(what string, from, to int64, want bool) {
+		t.Helper()
+		if _, got := countOf(t, r, 0, "a", from, to); got != want {
+			t.Errorf("%s [%d, %d): complete = %v, want %v", what, from-m0, to-m0, got, want)
+		}
+	}
+	check("before the join, agg-1 alone", join-300, join, true)
+	check("across the join, agg-2 closed its first", join-120, join+60, true)
+	check("drained agg-1's last minutes, agg-2's second open", cut-120, cut, false)
+	mustApply(t, r, "agg-2", 2, 2, partial(2, cut+60, true))
+	check("after the cut-over, agg-2 alone", cut-120, cut+120, true)
+	// agg-1 removed: its stored watermark still answers for its minutes.
+	e.members.Set(agg2)
+	check("removed drained agg-1", join-300, cut, true)
 }
 
 func TestQueryValidation(t *testing.T) {

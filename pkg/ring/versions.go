@@ -3,77 +3,121 @@ package ring
 import (
 	"math"
 	"slices"
-
-	"github.com/adclick/adclick/pkg/membership"
+	"sort"
 )
 
-// Versions routes a click by its ad and its minute. Every aggregator is on
-// the ring from its OwnsFrom minute on, so each distinct OwnsFrom starts a
-// new ring version ("era") and a click is routed by the era its minute
-// falls in. A ring change therefore takes effect at a minute boundary that
-// every router agrees on, and all copies of one click — first send, retries,
-// a late resend — reach the same aggregator while the cluster grows.
-// Immutable; safe for concurrent use.
+// Versions routes a click by its ad and its minute, as a History says: a
+// click is owned by the ring of the era its minute falls in, and a minute
+// of an aggregator that drained and handed over is owned by its heir. All
+// copies of one click (first send, retries through any router, a late
+// resend) therefore reach the same aggregator, whatever the ring became
+// since. Immutable; safe for concurrent use.
 type Versions struct {
-	members []membership.Member // every member, sorted by ID
-	eras    []era               // ascending by from
+	hist  *History
+	ids   []string // every aggregator named in the history, sorted
+	index map[string]int
+	eras  []era // ascending by from
+	// heirs[i] lists, for aggregator i, its handed-over drains by cut-over.
+	heirs [][]heir
 }
 
 type era struct {
-	from   int64   // first minute of the era
-	ring   *Ring   // members with OwnsFrom <= from
-	global []int32 // ring index -> index in members
+	from   int64   // first minute of the era (MinInt64 for the founding era)
+	ring   *Ring   // the era's aggregators
+	global []int32 // ring index -> index in ids
 }
 
-// NewVersions builds the eras of members.
-func NewVersions(members []membership.Member) *Versions {
-	v := &Versions{members: slices.Clone(members)}
-	sortByID(v.members)
-	v.members = slices.CompactFunc(v.members, func(a, b membership.Member) bool { return a.ID == b.ID })
-	var froms []int64
-	for _, m := range v.members {
-		froms = append(froms, m.OwnsFrom)
+type heir struct {
+	cutover int64
+	to      int
+}
+
+// NewVersions builds the routing of h; a nil or empty h routes nothing.
+func NewVersions(h *History) *Versions {
+	if h == nil {
+		h = &History{}
 	}
-	slices.Sort(froms)
-	froms = slices.Compact(froms)
-	index := make(map[string]int32, len(v.members))
-	for i, m := range v.members {
-		index[m.ID] = int32(i)
+	v := &Versions{hist: h, index: map[string]int{}}
+	for _, e := range h.Eras {
+		v.ids = append(v.ids, e.Aggregators...)
 	}
-	for _, from := range froms {
-		var in []membership.Member
-		for _, m := range v.members {
-			if m.OwnsFrom <= from {
-				in = append(in, m)
-			}
+	for _, d := range h.Drains {
+		v.ids = append(v.ids, d.Node, d.Heir)
+	}
+	slices.Sort(v.ids)
+	v.ids = slices.Compact(v.ids)
+	for i, id := range v.ids {
+		v.index[id] = i
+	}
+	for k, e := range h.Eras {
+		r := New(e.Aggregators)
+		ev := era{from: e.From, ring: r, global: make([]int32, r.Len())}
+		if k == 0 {
+			ev.from = math.MinInt64 // the founding era owns every earlier minute
 		}
-		r := New(in)
-		e := era{from: from, ring: r, global: make([]int32, r.Len())}
-		if from == 0 { // the founding members own every minute, even before 1970
-			e.from = math.MinInt64
+		for i, id := range r.IDs() {
+			ev.global[i] = int32(v.index[id])
 		}
-		for i, m := range r.Members() {
-			e.global[i] = index[m.ID]
+		v.eras = append(v.eras, ev)
+	}
+	v.heirs = make([][]heir, len(v.ids))
+	for _, d := range h.Drains {
+		if d.HandedOver {
+			i := v.index[d.Node]
+			v.heirs[i] = append(v.heirs[i], heir{cutover: d.Cutover, to: v.index[d.Heir]})
 		}
-		v.eras = append(v.eras, e)
+	}
+	for _, hs := range v.heirs {
+		sort.Slice(hs, func(a, b int) bool { return hs[a].cutover < hs[b].cutover })
 	}
 	return v
 }
 
-// Members returns every member sorted by ID; IndexAt values refer to it.
-func (v *Versions) Members() []membership.Member { return v.members }
+// History is the history these versions route by.
+func (v *Versions) History() *History { return v.hist }
 
-// Len is the number of members.
-func (v *Versions) Len() int { return len(v.members) }
+// IDs returns every aggregator of the history sorted; IndexAt values refer
+// to it. The slice must not be modified.
+func (v *Versions) IDs() []string { return v.ids }
 
-// IndexAt returns the position in Members of the aggregator that owns adID
-// in minute (unix seconds of the minute start), or -1 when no aggregator
-// owns that minute. It does not allocate.
+// Len is the number of aggregators named in the history.
+func (v *Versions) Len() int { return len(v.ids) }
+
+// Index returns the position of id in IDs, or -1.
+func (v *Versions) Index(id string) int {
+	if i, ok := v.index[id]; ok {
+		return i
+	}
+	return -1
+}
+
+// IndexAt returns the position in IDs of the aggregator that owns adID in
+// minute (unix seconds of the minute start), or -1 when no era covers that
+// minute. It does not allocate.
 func (v *Versions) IndexAt(adID string, minute int64) int {
 	for k := len(v.eras) - 1; k >= 0; k-- {
 		if e := &v.eras[k]; e.from <= minute {
-			return int(e.global[e.ring.Index(adID)])
+			return v.resolve(int(e.global[e.ring.Index(adID)]), minute)
 		}
 	}
 	return -1
+}
+
+// resolve follows hand-overs: a drained aggregator's minutes before its
+// cut-over belong to its heir (and, if the heir drained since, to its heir).
+func (v *Versions) resolve(o int, minute int64) int {
+	for range len(v.ids) { // a chain is at most as long as the aggregators
+		next := -1
+		for _, h := range v.heirs[o] {
+			if minute < h.cutover {
+				next = h.to
+				break
+			}
+		}
+		if next < 0 {
+			return o
+		}
+		o = next
+	}
+	return o
 }

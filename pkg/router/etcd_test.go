@@ -17,6 +17,7 @@ import (
 	"github.com/adclick/adclick/pkg/etcdembed"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 )
 
 // TestWithEtcd wires the router to the real etcd-backed watchers and store:
@@ -63,7 +64,16 @@ func TestWithEtcd(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk := clock.NewFake(testNow)
-	r, err := New(DefaultConfig(), Deps{Clock: clk, Log: quiet, Aggregators: aggW, Reducers: redW,
+	if _, _, err := ring.Update(ctx, cli, clk, func(*ring.History, time.Time) (*ring.History, error) {
+		return ring.Founding([]string{"agg-1"}, testNow, ring.DefaultViewTTL), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ringW, err := ring.Watch(ctx, cli, clk, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(DefaultConfig(), Deps{Clock: clk, Log: quiet, Aggregators: aggW, Reducers: redW, Ring: ringW,
 		Filters: filterW, FilterStore: filter.NewStore(cli, clk)})
 	if err != nil {
 		t.Fatal(err)
@@ -87,11 +97,18 @@ func TestWithEtcd(t *testing.T) {
 		t.Fatal("agg-1 got nothing")
 	}
 
-	// agg-2 joins from the next minute on: clicks of this minute still go
-	// to agg-1 only, clicks of the next minute are shared.
-	joinAt := testNow.Truncate(time.Minute).Add(time.Minute)
-	a2.member.OwnsFrom = joinAt.Unix()
+	// agg-2 joins at a minute ahead: clicks of this minute still go to
+	// agg-1 only, clicks of the join minute are shared.
 	register(membership.Aggregators, a2.member)
+	var from int64
+	if _, _, err := ring.Update(ctx, cli, clk, func(h *ring.History, now time.Time) (*ring.History, error) {
+		next, f, err := h.Join("agg-2", now)
+		from = f
+		return next, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	joinAt := time.Unix(from, 0)
 	eventually(t, "ring of agg-1 and agg-2", func() bool { return r.table.Load().ring.Len() == 2 })
 	before := len(a1.fake.received())
 	if _, err := ingest.Ingest(ctx, &adclickv1.IngestRequest{Events: evs}); err != nil {

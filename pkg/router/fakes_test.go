@@ -24,6 +24,7 @@ import (
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/membership/membershiptest"
+	"github.com/adclick/adclick/pkg/ring/ringtest"
 )
 
 // fakeMembers is a member source the test sets by hand.
@@ -106,6 +107,9 @@ type fakeAggregator struct {
 	seen    map[string]bool
 	ads     []string // ad ids received, in order
 	batches int
+	// owns, when set, is the aggregator's own view of the ring: events it
+	// does not own are answered NOT_OWNER.
+	owns func(ad string, minute int64) bool
 }
 
 func (a *fakeAggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest) (*clusterv1.ForwardResponse, error) {
@@ -124,6 +128,8 @@ func (a *fakeAggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequ
 		a.ads = append(a.ads, ev.AdId)
 		slow = slow || ev.UserId == slowUser
 		switch {
+		case a.owns != nil && !a.owns(ev.AdId, clock.MinuteOfUnix(ev.ClickTime.GetSeconds())):
+			resp.Status = append(resp.Status, clusterv1.EventStatus_EVENT_STATUS_NOT_OWNER)
 		case ev.UserId == lateUser:
 			resp.Status = append(resp.Status, clusterv1.EventStatus_EVENT_STATUS_REJECTED)
 			resp.Reasons[int32(i)] = lateReason
@@ -247,6 +253,7 @@ func startReducer(t *testing.T, id string, count int64) *redNode {
 type env struct {
 	router  *Router
 	clock   *clock.Fake
+	ring    *ringtest.Source
 	aggs    *fakeMembers
 	reds    *fakeMembers
 	filters *fakeFilters
@@ -264,16 +271,19 @@ func newEnv(t *testing.T, cfg Config, aggs []*aggNode, reds []*redNode) *env {
 	t.Helper()
 	e := &env{clock: clock.NewFake(testNow), aggs: &fakeMembers{}, reds: &fakeMembers{}, filters: &fakeFilters{}}
 	e.store = &fakeStore{clock: e.clock}
+	var ids []string
 	for _, a := range aggs {
 		e.aggs.Set(append(e.aggs.Members(), a.member)...)
+		ids = append(ids, a.member.ID)
 	}
+	e.ring = ringtest.New(ids...)
 	for _, r := range reds {
 		e.reds.Set(append(e.reds.Members(), r.member)...)
 	}
 	e.filters.Set(t)
 	e.reg = prometheus.NewPedanticRegistry()
 	r, err := New(cfg, Deps{Clock: e.clock, Reg: e.reg, Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Aggregators: e.aggs, Reducers: e.reds, Filters: e.filters, FilterStore: e.store})
+		Aggregators: e.aggs, Reducers: e.reds, Ring: e.ring, Filters: e.filters, FilterStore: e.store})
 	if err != nil {
 		t.Fatal(err)
 	}

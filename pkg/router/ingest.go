@@ -80,13 +80,23 @@ func (r *Router) IngestStream(stream adclickv1.IngestService_IngestStreamServer)
 	}
 }
 
+// maxRounds bounds how often one request re-routes events an aggregator
+// answered NOT_OWNER for (each round re-reads the ring history first).
+const maxRounds = 3
+
 // batch is the reusable scratch space of one ingest request.
 type batch struct {
-	groups   [][]int32 // by ring index: indexes into the request's events
-	owners   []int     // ring indexes with a non-empty group, ascending
-	reqs     []*clusterv1.ForwardRequest
-	results  []forwardResult // by position in owners
-	rejected []*adclickv1.Rejection
+	pending     []int32   // indexes of events still to be forwarded this round
+	next        []int32   // NOT_OWNER answers, for the next round
+	groups      [][]int32 // by aggregator index: indexes into the request's events
+	owners      []int     // aggregator indexes with a non-empty group, ascending
+	reqs        []*clusterv1.ForwardRequest
+	results     []forwardResult // by position in owners
+	rejected    []*adclickv1.Rejection
+	retry       []int32
+	failure     error // the first error that made events "retry", for the message
+	overload    bool  // every such error was RESOURCE_EXHAUSTED
+	aggRejected int
 }
 
 type forwardResult struct {
@@ -96,8 +106,15 @@ type forwardResult struct {
 
 var batchPool = sync.Pool{New: func() any { return new(batch) }}
 
-func getBatch(members int) *batch {
+func getBatch() *batch {
 	b := batchPool.Get().(*batch)
+	b.pending, b.next, b.retry = b.pending[:0], b.next[:0], nil
+	b.rejected = nil // handed to the response
+	b.failure, b.overload, b.aggRejected = nil, true, 0
+	return b
+}
+
+func (b *batch) reset(members int) {
 	for len(b.groups) < members {
 		b.groups = append(b.groups, nil)
 	}
@@ -105,8 +122,6 @@ func getBatch(members int) *batch {
 		b.groups[i] = b.groups[i][:0]
 	}
 	b.owners = b.owners[:0]
-	b.rejected = nil // handed to the response
-	return b
 }
 
 func putBatch(b *batch) {
@@ -118,6 +133,12 @@ func putBatch(b *batch) {
 	batchPool.Put(b)
 }
 
+// ingest validates the batch and forwards every valid event to the
+// aggregator that owns its (ad, minute). Each event gets its own answer:
+// accepted, duplicate, rejected (with a reason), or retry when its owner
+// could not take it now. Only when no valid event could be processed is
+// the whole call an error (UNAVAILABLE, or RESOURCE_EXHAUSTED when every
+// owner was overloaded), so a client may always resend the same batch.
 func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adclickv1.IngestResponse, error) {
 	events := req.GetEvents()
 	if len(events) > r.cfg.MaxBatch {
@@ -131,8 +152,7 @@ func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adc
 			"router is forwarding %d events (--max-inflight-events=%d): aggregators are not keeping up; retry later", n-int64(len(events)), r.cfg.MaxInflight)
 	}
 	defer r.inflight.Add(-int64(len(events)))
-	t := r.table.Load()
-	b := getBatch(t.ring.Len())
+	b := getBatch()
 	defer putBatch(b)
 
 	for i, ev := range events {
@@ -140,27 +160,111 @@ func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adc
 			b.rejected = append(b.rejected, &adclickv1.Rejection{Index: int32(i), Reason: reason})
 			continue
 		}
-		minute := clock.MinuteOfUnix(ev.ClickTime.GetSeconds())
-		o := t.ring.IndexAt(ev.AdId, minute)
+		b.pending = append(b.pending, int32(i))
+	}
+	routerRejected := len(b.rejected)
+	r.m.rejectedRouter.Add(float64(routerRejected))
+	valid := len(b.pending)
+
+	resp := &adclickv1.IngestResponse{}
+	t := r.table.Load()
+	for round := 0; len(b.pending) > 0; round++ {
+		if round == maxRounds {
+			b.retry = append(b.retry, b.pending...)
+			b.fail(status.Error(codes.Unavailable, "aggregators still disagree about who owns these events after re-reading the ring history"))
+			break
+		}
+		if round > 0 {
+			r.m.rerouted.Add(float64(len(b.pending)))
+			t = r.refreshRing(ctx, t)
+		}
+		r.route(ctx, t, b, events, resp)
+		if err := ctx.Err(); err != nil {
+			return nil, status.FromContextError(err).Err()
+		}
+		b.pending, b.next = b.next, b.pending[:0]
+	}
+	if len(b.retry) > 0 && len(b.retry) == valid {
+		// Nothing could be processed: fail the call, so a client that does
+		// not look at retry resends the batch all the same.
+		r.m.retried.Add(float64(len(b.retry)))
+		code := codes.Unavailable
+		if b.overload {
+			code = codes.ResourceExhausted
+		}
+		return nil, status.Errorf(code, "no event of the batch could be processed: %s; retry the same batch (duplicates are safe)", status.Convert(b.failure).Message())
+	}
+	if len(b.rejected) > routerRejected {
+		slices.SortFunc(b.rejected, func(x, y *adclickv1.Rejection) int { return cmp.Compare(x.Index, y.Index) })
+	}
+	slices.Sort(b.retry)
+	resp.Rejected = b.rejected
+	resp.Retry = slices.Clone(b.retry)
+	r.m.accepted.Add(float64(resp.Accepted))
+	r.m.duplicate.Add(float64(resp.Duplicates))
+	r.m.rejectedAgg.Add(float64(b.aggRejected))
+	r.m.retried.Add(float64(len(b.retry)))
+	return resp, nil
+}
+
+// fail notes why events were answered "retry".
+func (b *batch) fail(err error) {
+	if b.failure == nil {
+		b.failure = err
+	}
+	if status.Code(err) != codes.ResourceExhausted {
+		b.overload = false
+	}
+}
+
+// route forwards b.pending by table t and folds the answers into resp and
+// b: events whose owner was not reachable go to b.retry, events answered
+// NOT_OWNER to b.next.
+func (r *Router) route(ctx context.Context, t *table, b *batch, events []*adclickv1.ClickEvent, resp *adclickv1.IngestResponse) {
+	b.reset(t.ring.Len())
+	for _, i := range b.pending {
+		ev := events[i]
+		o := t.ring.IndexAt(ev.AdId, clock.MinuteOfUnix(ev.ClickTime.GetSeconds()))
 		if o < 0 {
-			if t.ring.Len() == 0 {
-				return nil, status.Error(codes.Unavailable, "no aggregator registered; retry later")
-			}
-			return nil, status.Errorf(codes.Unavailable, "no aggregator owns minute %s yet; retry later", clock.MinuteTime(minute).Format(time.RFC3339))
+			b.retry = append(b.retry, i)
+			b.fail(status.Error(codes.Unavailable, "no aggregator owns the minute yet (no ring history in etcd: is any aggregator started?)"))
+			continue
 		}
 		if len(b.groups[o]) == 0 {
 			b.owners = append(b.owners, o)
 		}
-		b.groups[o] = append(b.groups[o], int32(i))
+		b.groups[o] = append(b.groups[o], i)
 	}
-	r.m.rejectedRouter.Add(float64(len(b.rejected)))
 	slices.Sort(b.owners)
-
 	r.forwardAll(ctx, t, b, events)
-	if err := ctx.Err(); err != nil {
-		return nil, status.FromContextError(err).Err()
+	for k, o := range b.owners {
+		group := b.groups[o]
+		res := b.results[k]
+		if res.err != nil {
+			m := t.members[o]
+			st := status.Convert(res.err)
+			b.retry = append(b.retry, group...)
+			b.fail(status.Errorf(st.Code(), "aggregator %s at %s: %s: %s", m.ID, m.Addr, st.Code(), st.Message()))
+			continue
+		}
+		for j, s := range res.resp.Status {
+			switch s {
+			case clusterv1.EventStatus_EVENT_STATUS_ACCEPTED:
+				resp.Accepted++
+			case clusterv1.EventStatus_EVENT_STATUS_DUPLICATE:
+				resp.Duplicates++
+			case clusterv1.EventStatus_EVENT_STATUS_NOT_OWNER:
+				b.next = append(b.next, group[j])
+			default:
+				reason := res.resp.Reasons[int32(j)]
+				if reason == "" {
+					reason = fmt.Sprintf("rejected by aggregator %s (status %s)", t.members[o].ID, s)
+				}
+				b.rejected = append(b.rejected, &adclickv1.Rejection{Index: group[j], Reason: reason})
+				b.aggRejected++
+			}
+		}
 	}
-	return r.merge(t, b)
 }
 
 // forwardAll sends one ForwardRequest per owner, in parallel, and waits for
@@ -172,6 +276,8 @@ func (r *Router) forwardAll(ctx context.Context, t *table, b *batch, events []*a
 	b.results = slices.Grow(b.results[:0], len(b.owners))[:len(b.owners)]
 	for k, o := range b.owners {
 		fr := b.reqs[k]
+		clear(fr.Events)
+		fr.Events = fr.Events[:0]
 		for _, i := range b.groups[o] {
 			fr.Events = append(fr.Events, events[i])
 		}
@@ -194,6 +300,12 @@ func (r *Router) forward(ctx context.Context, t *table, o int, fr *clusterv1.For
 	if err := t.errs[o]; err != nil {
 		return forwardResult{err: err}
 	}
+	if r.alive != nil {
+		if alive, known := r.alive.Alive("aggregator", t.members[o].ID); known && !alive {
+			r.m.forwardErrors.WithLabelValues("dead_by_gossip").Inc()
+			return forwardResult{err: status.Error(codes.Unavailable, "down (failure detection says so; not tried)")}
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ForwardTimeout)
 	defer cancel()
 	start := time.Now()
@@ -206,49 +318,4 @@ func (r *Router) forward(ctx context.Context, t *table, o int, fr *clusterv1.For
 		r.m.forwardErrors.WithLabelValues(status.Code(err).String()).Inc()
 	}
 	return forwardResult{resp: resp, err: err}
-}
-
-// merge folds the owners' answers into one response, mapping aggregator
-// rejections back to request indexes.
-func (r *Router) merge(t *table, b *batch) (*adclickv1.IngestResponse, error) {
-	for k, o := range b.owners {
-		if err := b.results[k].err; err != nil {
-			m := t.ring.Members()[o]
-			st := status.Convert(err)
-			if st.Code() == codes.ResourceExhausted {
-				return nil, status.Errorf(codes.ResourceExhausted,
-					"aggregator %s at %s is overloaded: %s; retry the same batch later (duplicates are safe)", m.ID, m.Addr, st.Message())
-			}
-			return nil, status.Errorf(codes.Unavailable,
-				"aggregator %s at %s unavailable: %s: %s; retry the same batch (duplicates are safe)", m.ID, m.Addr, st.Code(), st.Message())
-		}
-	}
-	resp := &adclickv1.IngestResponse{}
-	routerRejected := len(b.rejected)
-	for k, o := range b.owners {
-		fr := b.results[k].resp
-		group := b.groups[o]
-		for j, s := range fr.Status {
-			switch s {
-			case clusterv1.EventStatus_EVENT_STATUS_ACCEPTED:
-				resp.Accepted++
-			case clusterv1.EventStatus_EVENT_STATUS_DUPLICATE:
-				resp.Duplicates++
-			default:
-				reason := fr.Reasons[int32(j)]
-				if reason == "" {
-					reason = fmt.Sprintf("rejected by aggregator %s (status %s)", t.ring.Members()[o].ID, s)
-				}
-				b.rejected = append(b.rejected, &adclickv1.Rejection{Index: group[j], Reason: reason})
-			}
-		}
-	}
-	if len(b.rejected) > routerRejected {
-		slices.SortFunc(b.rejected, func(x, y *adclickv1.Rejection) int { return cmp.Compare(x.Index, y.Index) })
-	}
-	resp.Rejected = b.rejected
-	r.m.accepted.Add(float64(resp.Accepted))
-	r.m.duplicate.Add(float64(resp.Duplicates))
-	r.m.rejectedAgg.Add(float64(len(b.rejected) - routerRejected))
-	return resp, nil
 }

@@ -15,8 +15,9 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
-	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/ring"
+	"github.com/adclick/adclick/pkg/ring/ringtest"
 )
 
 func click(clickID, adID string) *adclickv1.ClickEvent {
@@ -97,14 +98,14 @@ func TestIngestSplitsAcrossAggregators(t *testing.T) {
 	}
 
 	// Every valid event reached exactly its owner on the ring, in one batch per owner.
-	rg := ring.New([]membership.Member{a1.member, a2.member})
+	rg := ring.New([]string{a1.member.ID, a2.member.ID})
 	wantAds := map[string][]string{}
 	for _, ev := range evs {
 		if ev.Ip == "1.2.3" || ev.ClickTime == nil {
 			continue
 		}
 		o, _ := rg.Owner(ev.AdId)
-		wantAds[o.ID] = append(wantAds[o.ID], ev.AdId)
+		wantAds[o] = append(wantAds[o], ev.AdId)
 	}
 	for _, a := range []*aggNode{a1, a2} {
 		if len(wantAds[a.member.ID]) == 0 {
@@ -151,19 +152,23 @@ func TestIngestErrors(t *testing.T) {
 	}{
 		{name: "oversize batch", cfg: func(c *Config) { c.MaxBatch = 3 }, events: 4, code: codes.InvalidArgument,
 			message: "batch has 4 events; at most 3 per request (--max-batch): split it"},
-		{name: "aggregator down", setup: func(a1, _ *aggNode, _ *env) { a1.stop() }, events: 100, code: codes.Unavailable,
-			message: "aggregator agg-1 at "},
-		{name: "aggregator error", setup: func(_, a2 *aggNode, _ *env) { a2.fake.fail.Store(int32(codes.Internal)) }, events: 100,
-			code: codes.Unavailable, message: "retry the same batch (duplicates are safe)"},
-		{name: "aggregator too slow", cfg: func(c *Config) { c.ForwardTimeout = 100 * time.Millisecond },
-			setup: func(a1, _ *aggNode, _ *env) { a1.fake.hang.Store(true) }, events: 100,
-			code: codes.Unavailable, message: "aggregator agg-1 at "},
-		{name: "aggregator overloaded", setup: func(_, a2 *aggNode, _ *env) { a2.fake.fail.Store(int32(codes.ResourceExhausted)) },
-			events: 100, code: codes.ResourceExhausted, message: "aggregator agg-2"},
-		{name: "empty ring", setup: func(_, _ *aggNode, e *env) {
-			e.aggs.Set()
+		{name: "every aggregator down", setup: func(a1, a2 *aggNode, _ *env) { a1.stop(); a2.stop() }, events: 100, code: codes.Unavailable,
+			message: "no event of the batch could be processed: aggregator agg-"},
+		{name: "every aggregator failing", setup: func(a1, a2 *aggNode, _ *env) {
+			a1.fake.fail.Store(int32(codes.Internal))
+			a2.fake.fail.Store(int32(codes.Internal))
+		}, events: 100, code: codes.Unavailable, message: "retry the same batch (duplicates are safe)"},
+		{name: "every aggregator too slow", cfg: func(c *Config) { c.ForwardTimeout = 100 * time.Millisecond },
+			setup: func(a1, a2 *aggNode, _ *env) { a1.fake.hang.Store(true); a2.fake.hang.Store(true) }, events: 100,
+			code: codes.Unavailable, message: "DeadlineExceeded"},
+		{name: "every aggregator overloaded", setup: func(a1, a2 *aggNode, _ *env) {
+			a1.fake.fail.Store(int32(codes.ResourceExhausted))
+			a2.fake.fail.Store(int32(codes.ResourceExhausted))
+		}, events: 100, code: codes.ResourceExhausted, message: "fake aggregator agg-"},
+		{name: "no ring history", setup: func(_, _ *aggNode, e *env) {
+			e.ring.Set(&ring.History{})
 			eventually(t, "empty ring", func() bool { return e.router.table.Load().ring.Len() == 0 })
-		}, events: 1, code: codes.Unavailable, message: "no aggregator registered; retry later"},
+		}, events: 1, code: codes.Unavailable, message: "no aggregator owns the minute yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -180,6 +185,104 @@ func TestIngestErrors(t *testing.T) {
 			_, err := e.ingest.Ingest(ctxT(t), &adclickv1.IngestRequest{Events: evs})
 			wantCode(t, err, tt.code, tt.message)
 		})
+	}
+}
+
+// TestIngestAnswersPerEvent: with one of two aggregators down (or
+// overloaded, or too slow), the batch is counted where it can be and the
+// events of the unreachable owner come back in retry; resending exactly
+// those once the owner is back makes every count exact.
+func TestIngestAnswersPerEvent(t *testing.T) {
+	for _, fault := range []string{"down", "overloaded", "slow"} {
+		t.Run(fault, func(t *testing.T) {
+			a1, a2 := startAggregator(t, "agg-1"), startAggregator(t, "agg-2")
+			cfg := DefaultConfig()
+			cfg.ForwardTimeout = 200 * time.Millisecond
+			e := newEnv(t, cfg, []*aggNode{a1, a2}, nil)
+			switch fault {
+			case "down":
+				a1.fake.fail.Store(int32(codes.Unavailable))
+			case "overloaded":
+				a1.fake.fail.Store(int32(codes.ResourceExhausted))
+			case "slow":
+				a1.fake.hang.Store(true)
+			}
+			evs, want := mixedBatch(300)
+			resp, err := e.ingest.Ingest(ctxT(t), &adclickv1.IngestRequest{Events: evs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The expected retry list, computed from the ring: every valid event agg-1 owns.
+			v := e.ring.Current()
+			var wantRetry []int32
+			for i, ev := range evs {
+				if ev.Ip == "1.2.3" || ev.ClickTime == nil {
+					continue
+				}
+				if v.IDs()[v.IndexAt(ev.AdId, clock.MinuteOfUnix(ev.ClickTime.GetSeconds()))] == "agg-1" {
+					wantRetry = append(wantRetry, int32(i))
+				}
+			}
+			if len(wantRetry) == 0 || len(wantRetry) == len(evs) {
+				t.Fatalf("test batch does not span both aggregators")
+			}
+			if !slices.Equal(resp.Retry, wantRetry) {
+				t.Fatalf("retry %v, want %v", resp.Retry, wantRetry)
+			}
+			// Resend exactly the retry indexes once agg-1 is back.
+			a1.fake.fail.Store(0)
+			a1.fake.hang.Store(false)
+			again := make([]*adclickv1.ClickEvent, len(resp.Retry))
+			for k, i := range resp.Retry {
+				again[k] = evs[i]
+			}
+			resp2, err := e.ingest.Ingest(ctxT(t), &adclickv1.IngestRequest{Events: again})
+			if err != nil || len(resp2.Retry) != 0 {
+				t.Fatalf("resend: %v %v", resp2, err)
+			}
+			if got := resp.Accepted + resp2.Accepted; got != want.accepted {
+				t.Fatalf("accepted %d in all, want %d", got, want.accepted)
+			}
+			if got := resp.Duplicates + resp2.Duplicates; got != want.duplicates {
+				t.Fatalf("duplicates %d in all, want %d", got, want.duplicates)
+			}
+		})
+	}
+}
+
+// TestIngestReroutesNotOwner: a router whose view of the ring history is
+// stale sends events to an aggregator that no longer owns them; it answers
+// NOT_OWNER, the router re-reads the history and resends to the owner.
+func TestIngestReroutesNotOwner(t *testing.T) {
+	a1, a2 := startAggregator(t, "agg-1"), startAggregator(t, "agg-2")
+	e := newEnv(t, DefaultConfig(), []*aggNode{a1, a2}, nil)
+	truth := ringtest.New("agg-1", "agg-2").Current()
+	for _, a := range []*aggNode{a1, a2} {
+		id := a.member.ID
+		a.fake.owns = func(ad string, minute int64) bool { return truth.IDs()[truth.IndexAt(ad, minute)] == id }
+	}
+	// The router believes agg-1 alone owns everything.
+	e.ring.Set(ring.Founding([]string{"agg-1"}, testNow, ring.DefaultViewTTL))
+	eventually(t, "stale view installed", func() bool { return e.router.table.Load().ring.Len() == 1 })
+	e.ring.SetOnRefresh(truth.History())
+	evs, want := mixedBatch(200)
+	resp, err := e.ingest.Ingest(ctxT(t), &adclickv1.IngestRequest{Events: evs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Accepted != want.accepted || resp.Duplicates != want.duplicates || len(resp.Retry) != 0 {
+		t.Fatalf("accepted %d duplicates %d retry %v; want %d, %d, none", resp.Accepted, resp.Duplicates, resp.Retry, want.accepted, want.duplicates)
+	}
+	if e.ring.Refreshes() == 0 || len(a2.fake.received()) == 0 {
+		t.Fatal("the router did not re-read the history and resend to agg-2")
+	}
+	// An aggregator that keeps answering NOT_OWNER (views that never agree)
+	// leaves the events in retry after a bounded number of rounds.
+	a2.fake.owns = func(string, int64) bool { return false }
+	a1.fake.owns = func(string, int64) bool { return false }
+	resp, err = e.ingest.Ingest(ctxT(t), &adclickv1.IngestRequest{Events: evs[:5]})
+	if status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "disagree") {
+		t.Fatalf("never-agreeing owners: %v %v", resp, err)
 	}
 }
 
@@ -201,11 +304,13 @@ func TestRingFollowsMembership(t *testing.T) {
 	if _, err := e.ingest.Ingest(ctxT(t), &adclickv1.IngestRequest{Events: evs}); err != nil {
 		t.Fatal(err)
 	}
-	// agg-2 replaces agg-1: the ring moves and agg-1's connection is closed.
+	// agg-2 replaces agg-1 (a new cluster's history): the routing moves and
+	// agg-1's connection is closed.
 	e.aggs.Set(a2.member)
+	e.ring.Set(ring.Founding([]string{"agg-2"}, testNow, ring.DefaultViewTTL))
 	eventually(t, "ring of agg-2", func() bool {
-		m := e.router.table.Load().ring.Members()
-		return len(m) == 1 && m[0].ID == "agg-2"
+		m := e.router.table.Load().ring.IDs()
+		return len(m) == 1 && m[0] == "agg-2"
 	})
 	eventually(t, "connection to agg-1 closed", func() bool {
 		e.router.aggConns.mu.Lock()

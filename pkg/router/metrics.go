@@ -11,6 +11,8 @@ type metrics struct {
 	duplicate       prometheus.Counter
 	rejectedRouter  prometheus.Counter
 	rejectedAgg     prometheus.Counter
+	retried         prometheus.Counter
+	rerouted        prometheus.Counter
 	ingestRequests  *prometheus.CounterVec
 	forwardDuration prometheus.Histogram
 	forwardErrors   *prometheus.CounterVec
@@ -39,6 +41,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		rejectedRouter: rejected.WithLabelValues("router"),
 		rejectedAgg:    rejected.WithLabelValues("aggregator"),
+		retried: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_router_events_retry_total",
+			Help: "Events answered \"retry\" (their owning aggregator could not take them now), including those of calls that failed whole.",
+		}),
+		rerouted: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_router_events_rerouted_total",
+			Help: "Events an aggregator answered NOT_OWNER for, re-routed after re-reading the ring history.",
+		}),
 		ingestRequests: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "adclick_router_ingest_requests_total",
 			Help: "Ingest requests by gRPC status code.",

@@ -10,6 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
@@ -26,6 +28,23 @@ type MemberSource interface {
 	Members() []membership.Member
 	// Subscribe returns a channel that receives a value after changes.
 	Subscribe() <-chan struct{}
+}
+
+// RingSource is the router's view of the ring history (ring.Watcher).
+// Safe for concurrent use.
+type RingSource interface {
+	// Current returns the routing of the newest history known.
+	Current() *ring.Versions
+	// Subscribe returns a channel that receives a value after changes.
+	Subscribe() <-chan struct{}
+	// Refresh reads the history from etcd now.
+	Refresh(ctx context.Context) error
+}
+
+// Liveness tells what failure detection (gossip) says of a node: alive, and
+// whether it knows the node at all. Safe for concurrent use; must be cheap.
+type Liveness interface {
+	Alive(role, id string) (alive, known bool)
 }
 
 // FilterSource tells the filters in effect (filter.Watcher). Safe for
@@ -49,6 +68,11 @@ type Deps struct {
 	Reg         prometheus.Registerer
 	Aggregators MemberSource
 	Reducers    MemberSource
+	Ring        RingSource
+	// Liveness, when set, lets the router answer "retry" at once for the
+	// events of an aggregator gossip says is dead, instead of after a
+	// forward timeout.
+	Liveness    Liveness
 	Filters     FilterSource
 	FilterStore FilterStore
 }
@@ -67,11 +91,15 @@ type Router struct {
 	m       *metrics
 	aggs    MemberSource
 	reds    MemberSource
+	ringSrc RingSource
+	alive   Liveness
 	filters FilterSource
 	store   FilterStore
 
-	aggChanges <-chan struct{}
-	redChanges <-chan struct{}
+	aggChanges  <-chan struct{}
+	redChanges  <-chan struct{}
+	ringChanges <-chan struct{}
+	refreshMu   sync.Mutex // one ring refresh at a time
 
 	table    atomic.Pointer[table]
 	tableMu  sync.Mutex // serializes rebuilds
@@ -81,10 +109,12 @@ type Router struct {
 	inflight atomic.Int64  // events being forwarded, bounded by cfg.MaxInflight
 }
 
-// table is one immutable routing snapshot: the ring and, by ring index, the
-// client of each member (or why there is none).
+// table is one immutable routing snapshot: the ring history's routing and,
+// by its aggregator index, the member record and client of each aggregator
+// (or why there is none).
 type table struct {
 	ring    *ring.Versions
+	members []membership.Member
 	clients []clusterv1.AggregatorServiceClient
 	errs    []error
 }
@@ -95,8 +125,8 @@ func New(cfg Config, deps Deps) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("router config: %w", err)
 	}
-	if deps.Aggregators == nil || deps.Reducers == nil || deps.Filters == nil || deps.FilterStore == nil {
-		return nil, errors.New("router: Deps.Aggregators, Reducers, Filters and FilterStore are required")
+	if deps.Aggregators == nil || deps.Reducers == nil || deps.Ring == nil || deps.Filters == nil || deps.FilterStore == nil {
+		return nil, errors.New("router: Deps.Aggregators, Reducers, Ring, Filters and FilterStore are required")
 	}
 	if deps.Clock == nil {
 		deps.Clock = clock.Real{}
@@ -111,6 +141,8 @@ func New(cfg Config, deps Deps) (*Router, error) {
 		m:        newMetrics(deps.Reg),
 		aggs:     deps.Aggregators,
 		reds:     deps.Reducers,
+		ringSrc:  deps.Ring,
+		alive:    deps.Liveness,
 		filters:  deps.Filters,
 		store:    deps.FilterStore,
 		aggConns: newConnPool(),
@@ -119,6 +151,7 @@ func New(cfg Config, deps Deps) (*Router, error) {
 	// Subscribe before the first read so no change falls in between.
 	r.aggChanges = r.aggs.Subscribe()
 	r.redChanges = r.reds.Subscribe()
+	r.ringChanges = r.ringSrc.Subscribe()
 	r.rebuild()
 	return r, nil
 }
@@ -139,26 +172,42 @@ func (r *Router) Run(ctx context.Context) {
 			return
 		case <-r.aggChanges:
 			r.rebuild()
+		case <-r.ringChanges:
+			r.rebuild()
 		case <-r.redChanges:
 			r.pruneReducers()
 		}
 	}
 }
 
-// rebuild installs a routing table for the current aggregators and closes
-// connections to aggregators that left. Requests still using the old table
-// on such a connection fail with Unavailable and are retried by clients.
+// rebuild installs a routing table for the current ring history and
+// aggregator records, and closes connections to addresses no aggregator has
+// any more. Requests still using the old table on such a connection fail
+// and their events are answered "retry".
 func (r *Router) rebuild() {
 	r.tableMu.Lock()
 	defer r.tableMu.Unlock()
-	rg := ring.NewVersions(r.aggs.Members())
+	rg := r.ringSrc.Current()
+	records := map[string]membership.Member{}
+	for _, m := range r.aggs.Members() {
+		records[m.ID] = m
+	}
+	ids := rg.IDs()
 	t := &table{
 		ring:    rg,
-		clients: make([]clusterv1.AggregatorServiceClient, rg.Len()),
-		errs:    make([]error, rg.Len()),
+		members: make([]membership.Member, len(ids)),
+		clients: make([]clusterv1.AggregatorServiceClient, len(ids)),
+		errs:    make([]error, len(ids)),
 	}
-	keep := make(map[string]bool, rg.Len())
-	for i, m := range rg.Members() {
+	keep := make(map[string]bool, len(ids))
+	for i, id := range ids {
+		m, ok := records[id]
+		if !ok {
+			t.members[i] = membership.Member{ID: id}
+			t.errs[i] = status.Errorf(codes.Unavailable, "aggregator %s is in the ring history but has no registration (removed?)", id)
+			continue
+		}
+		t.members[i] = m
 		keep[m.Addr] = true
 		conn, err := r.aggConns.get(m.Addr)
 		if err != nil {
@@ -169,10 +218,28 @@ func (r *Router) rebuild() {
 	}
 	old := r.table.Swap(t)
 	r.aggConns.retain(keep)
-	r.m.ringMembers.Set(float64(rg.Len()))
-	if old == nil || !sameMembers(old.ring.Members(), rg.Members()) {
-		r.log.Info("aggregator ring rebuilt", "members", memberIDs(rg.Members()))
+	r.m.ringMembers.Set(float64(len(ids)))
+	if old == nil || old.ring != rg || !sameMembers(old.members, t.members) {
+		r.log.Info("routing table rebuilt", "aggregators", memberIDs(t.members), "eras", len(rg.History().Eras))
 	}
+}
+
+// refreshRing re-reads the ring history from etcd (after an aggregator
+// answered NOT_OWNER) and rebuilds the table if it changed. Concurrent
+// callers share one read.
+func (r *Router) refreshRing(ctx context.Context, seen *table) *table {
+	r.refreshMu.Lock()
+	defer r.refreshMu.Unlock()
+	if t := r.table.Load(); t != seen {
+		return t // someone refreshed meanwhile
+	}
+	if err := r.ringSrc.Refresh(ctx); err != nil {
+		r.log.Warn("cannot refresh the ring history after a NOT_OWNER answer", "err", err)
+	}
+	if r.ringSrc.Current() != seen.ring {
+		r.rebuild()
+	}
+	return r.table.Load()
 }
 
 func (r *Router) pruneReducers() {
@@ -212,6 +279,7 @@ func memberIDs(ms []membership.Member) []string {
 var (
 	_ MemberSource = (*membership.Watcher)(nil)
 	_ FilterSource = (*filter.Watcher)(nil)
+	_ RingSource   = (*ring.Watcher)(nil)
 	_ FilterStore  = (*filter.Store)(nil)
 
 	_ adclickv1.IngestServiceServer = (*Router)(nil)

@@ -255,6 +255,14 @@ func (w *WAL) Wait(end uint64) error {
 	return w.err
 }
 
+// Appended is the end of everything appended so far: Wait(Appended())
+// returns once every earlier record is durable.
+func (w *WAL) Appended() uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.appended
+}
+
 // Sync waits until everything appended so far is durable.
 func (w *WAL) Sync() error {
 	w.mu.Lock()

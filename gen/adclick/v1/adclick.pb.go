@@ -154,10 +154,15 @@ func (x *IngestRequest) GetEvents() []*ClickEvent {
 }
 
 type IngestResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Accepted      int64                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`     // counted now
-	Duplicates    int64                  `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"` // click_id already counted: not counted again
-	Rejected      []*Rejection           `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`      // invalid events; the rest of the batch is unaffected
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Accepted   int64                  `protobuf:"varint,1,opt,name=accepted,proto3" json:"accepted,omitempty"`     // counted now
+	Duplicates int64                  `protobuf:"varint,2,opt,name=duplicates,proto3" json:"duplicates,omitempty"` // click_id already counted: not counted again
+	Rejected   []*Rejection           `protobuf:"bytes,3,rep,name=rejected,proto3" json:"rejected,omitempty"`      // invalid events; the rest of the batch is unaffected
+	// Indexes of events not processed because their owning aggregator could
+	// not take them now (down, overloaded, handing over): resend exactly these
+	// events, unchanged (per-event answers, as Kinesis PutRecords). The rest
+	// of the batch is counted. Empty when every event was processed.
+	Retry         []int32 `protobuf:"varint,4,rep,packed,name=retry,proto3" json:"retry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -209,6 +214,13 @@ func (x *IngestResponse) GetDuplicates() int64 {
 func (x *IngestResponse) GetRejected() []*Rejection {
 	if x != nil {
 		return x.Rejected
+	}
+	return nil
+}
+
+func (x *IngestResponse) GetRetry() []int32 {
+	if x != nil {
+		return x.Retry
 	}
 	return nil
 }
@@ -893,13 +905,14 @@ const file_adclick_v1_adclick_proto_rawDesc = "" +
 	"\x02ip\x18\x05 \x01(\tR\x02ip\x12\x18\n" +
 	"\acountry\x18\x06 \x01(\tR\acountry\"?\n" +
 	"\rIngestRequest\x12.\n" +
-	"\x06events\x18\x01 \x03(\v2\x16.adclick.v1.ClickEventR\x06events\"\x7f\n" +
+	"\x06events\x18\x01 \x03(\v2\x16.adclick.v1.ClickEventR\x06events\"\x95\x01\n" +
 	"\x0eIngestResponse\x12\x1a\n" +
 	"\baccepted\x18\x01 \x01(\x03R\baccepted\x12\x1e\n" +
 	"\n" +
 	"duplicates\x18\x02 \x01(\x03R\n" +
 	"duplicates\x121\n" +
-	"\brejected\x18\x03 \x03(\v2\x15.adclick.v1.RejectionR\brejected\"9\n" +
+	"\brejected\x18\x03 \x03(\v2\x15.adclick.v1.RejectionR\brejected\x12\x14\n" +
+	"\x05retry\x18\x04 \x03(\x05R\x05retry\"9\n" +
 	"\tRejection\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\xa1\x01\n" +

@@ -32,6 +32,10 @@ const (
 	EventStatus_EVENT_STATUS_ACCEPTED  EventStatus = 0 // counted now
 	EventStatus_EVENT_STATUS_DUPLICATE EventStatus = 1 // click_id already counted
 	EventStatus_EVENT_STATUS_REJECTED  EventStatus = 2 // not counted; reason in ForwardResponse.reasons
+	// Not counted: by this aggregator's view of the ring history another
+	// aggregator owns the event's (ad, minute). The router refreshes its view
+	// and resends the event to the owner.
+	EventStatus_EVENT_STATUS_NOT_OWNER EventStatus = 3
 )
 
 // Enum value maps for EventStatus.
@@ -40,11 +44,13 @@ var (
 		0: "EVENT_STATUS_ACCEPTED",
 		1: "EVENT_STATUS_DUPLICATE",
 		2: "EVENT_STATUS_REJECTED",
+		3: "EVENT_STATUS_NOT_OWNER",
 	}
 	EventStatus_value = map[string]int32{
 		"EVENT_STATUS_ACCEPTED":  0,
 		"EVENT_STATUS_DUPLICATE": 1,
 		"EVENT_STATUS_REJECTED":  2,
+		"EVENT_STATUS_NOT_OWNER": 3,
 	}
 )
 
@@ -75,6 +81,118 @@ func (EventStatus) EnumDescriptor() ([]byte, []int) {
 	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
 }
 
+type HandOverChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	FromNode      string                 `protobuf:"bytes,1,opt,name=from_node,json=fromNode,proto3" json:"from_node,omitempty"` // the draining aggregator
+	Cutover       int64                  `protobuf:"varint,2,opt,name=cutover,proto3" json:"cutover,omitempty"`                  // its first minute not owned: the heir must have closed every minute before it
+	Minute        int64                  `protobuf:"varint,3,opt,name=minute,proto3" json:"minute,omitempty"`                    // the minute of these ids
+	ClickIds      []string               `protobuf:"bytes,4,rep,name=click_ids,json=clickIds,proto3" json:"click_ids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandOverChunk) Reset() {
+	*x = HandOverChunk{}
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandOverChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandOverChunk) ProtoMessage() {}
+
+func (x *HandOverChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandOverChunk.ProtoReflect.Descriptor instead.
+func (*HandOverChunk) Descriptor() ([]byte, []int) {
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HandOverChunk) GetFromNode() string {
+	if x != nil {
+		return x.FromNode
+	}
+	return ""
+}
+
+func (x *HandOverChunk) GetCutover() int64 {
+	if x != nil {
+		return x.Cutover
+	}
+	return 0
+}
+
+func (x *HandOverChunk) GetMinute() int64 {
+	if x != nil {
+		return x.Minute
+	}
+	return 0
+}
+
+func (x *HandOverChunk) GetClickIds() []string {
+	if x != nil {
+		return x.ClickIds
+	}
+	return nil
+}
+
+type HandOverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ids           int64                  `protobuf:"varint,1,opt,name=ids,proto3" json:"ids,omitempty"` // click ids stored, synced
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandOverResponse) Reset() {
+	*x = HandOverResponse{}
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandOverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandOverResponse) ProtoMessage() {}
+
+func (x *HandOverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandOverResponse.ProtoReflect.Descriptor instead.
+func (*HandOverResponse) Descriptor() ([]byte, []int) {
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *HandOverResponse) GetIds() int64 {
+	if x != nil {
+		return x.Ids
+	}
+	return 0
+}
+
 type ForwardRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Events        []*v1.ClickEvent       `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
@@ -84,7 +202,7 @@ type ForwardRequest struct {
 
 func (x *ForwardRequest) Reset() {
 	*x = ForwardRequest{}
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +214,7 @@ func (x *ForwardRequest) String() string {
 func (*ForwardRequest) ProtoMessage() {}
 
 func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[0]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +227,7 @@ func (x *ForwardRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardRequest.ProtoReflect.Descriptor instead.
 func (*ForwardRequest) Descriptor() ([]byte, []int) {
-	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *ForwardRequest) GetEvents() []*v1.ClickEvent {
@@ -129,7 +247,7 @@ type ForwardResponse struct {
 
 func (x *ForwardResponse) Reset() {
 	*x = ForwardResponse{}
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -141,7 +259,7 @@ func (x *ForwardResponse) String() string {
 func (*ForwardResponse) ProtoMessage() {}
 
 func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[1]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -154,7 +272,7 @@ func (x *ForwardResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardResponse.ProtoReflect.Descriptor instead.
 func (*ForwardResponse) Descriptor() ([]byte, []int) {
-	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ForwardResponse) GetStatus() []EventStatus {
@@ -183,7 +301,7 @@ type ApplyRequest struct {
 
 func (x *ApplyRequest) Reset() {
 	*x = ApplyRequest{}
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -195,7 +313,7 @@ func (x *ApplyRequest) String() string {
 func (*ApplyRequest) ProtoMessage() {}
 
 func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[2]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -208,7 +326,7 @@ func (x *ApplyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyRequest.ProtoReflect.Descriptor instead.
 func (*ApplyRequest) Descriptor() ([]byte, []int) {
-	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ApplyRequest) GetAggregatorId() string {
@@ -245,7 +363,7 @@ type Partial struct {
 
 func (x *Partial) Reset() {
 	*x = Partial{}
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -257,7 +375,7 @@ func (x *Partial) String() string {
 func (*Partial) ProtoMessage() {}
 
 func (x *Partial) ProtoReflect() protoreflect.Message {
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[3]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -270,7 +388,7 @@ func (x *Partial) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Partial.ProtoReflect.Descriptor instead.
 func (*Partial) Descriptor() ([]byte, []int) {
-	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{3}
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Partial) GetSequence() uint64 {
@@ -312,7 +430,7 @@ type Count struct {
 
 func (x *Count) Reset() {
 	*x = Count{}
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +442,7 @@ func (x *Count) String() string {
 func (*Count) ProtoMessage() {}
 
 func (x *Count) ProtoReflect() protoreflect.Message {
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[4]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +455,7 @@ func (x *Count) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Count.ProtoReflect.Descriptor instead.
 func (*Count) Descriptor() ([]byte, []int) {
-	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{4}
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Count) GetFilter() int64 {
@@ -371,7 +489,7 @@ type ApplyResponse struct {
 
 func (x *ApplyResponse) Reset() {
 	*x = ApplyResponse{}
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -383,7 +501,7 @@ func (x *ApplyResponse) String() string {
 func (*ApplyResponse) ProtoMessage() {}
 
 func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[5]
+	mi := &file_adclick_cluster_v1_cluster_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -396,7 +514,7 @@ func (x *ApplyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApplyResponse.ProtoReflect.Descriptor instead.
 func (*ApplyResponse) Descriptor() ([]byte, []int) {
-	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{5}
+	return file_adclick_cluster_v1_cluster_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApplyResponse) GetAppliedThrough() uint64 {
@@ -410,7 +528,14 @@ var File_adclick_cluster_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_adclick_cluster_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	" adclick/cluster/v1/cluster.proto\x12\x12adclick.cluster.v1\x1a\x18adclick/v1/adclick.proto\"@\n" +
+	" adclick/cluster/v1/cluster.proto\x12\x12adclick.cluster.v1\x1a\x18adclick/v1/adclick.proto\"{\n" +
+	"\rHandOverChunk\x12\x1b\n" +
+	"\tfrom_node\x18\x01 \x01(\tR\bfromNode\x12\x18\n" +
+	"\acutover\x18\x02 \x01(\x03R\acutover\x12\x16\n" +
+	"\x06minute\x18\x03 \x01(\x03R\x06minute\x12\x1b\n" +
+	"\tclick_ids\x18\x04 \x03(\tR\bclickIds\"$\n" +
+	"\x10HandOverResponse\x12\x10\n" +
+	"\x03ids\x18\x01 \x01(\x03R\x03ids\"@\n" +
 	"\x0eForwardRequest\x12.\n" +
 	"\x06events\x18\x01 \x03(\v2\x16.adclick.v1.ClickEventR\x06events\"\xd2\x01\n" +
 	"\x0fForwardResponse\x127\n" +
@@ -433,13 +558,15 @@ const file_adclick_cluster_v1_cluster_proto_rawDesc = "" +
 	"\x05ad_id\x18\x02 \x01(\tR\x04adId\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\x03R\x05count\"8\n" +
 	"\rApplyResponse\x12'\n" +
-	"\x0fapplied_through\x18\x01 \x01(\x04R\x0eappliedThrough*_\n" +
+	"\x0fapplied_through\x18\x01 \x01(\x04R\x0eappliedThrough*{\n" +
 	"\vEventStatus\x12\x19\n" +
 	"\x15EVENT_STATUS_ACCEPTED\x10\x00\x12\x1a\n" +
 	"\x16EVENT_STATUS_DUPLICATE\x10\x01\x12\x19\n" +
-	"\x15EVENT_STATUS_REJECTED\x10\x022g\n" +
+	"\x15EVENT_STATUS_REJECTED\x10\x02\x12\x1a\n" +
+	"\x16EVENT_STATUS_NOT_OWNER\x10\x032\xbe\x01\n" +
 	"\x11AggregatorService\x12R\n" +
-	"\aForward\x12\".adclick.cluster.v1.ForwardRequest\x1a#.adclick.cluster.v1.ForwardResponse2\x87\x02\n" +
+	"\aForward\x12\".adclick.cluster.v1.ForwardRequest\x1a#.adclick.cluster.v1.ForwardResponse\x12U\n" +
+	"\bHandOver\x12!.adclick.cluster.v1.HandOverChunk\x1a$.adclick.cluster.v1.HandOverResponse(\x012\x87\x02\n" +
 	"\x0eReducerService\x12L\n" +
 	"\x05Apply\x12 .adclick.cluster.v1.ApplyRequest\x1a!.adclick.cluster.v1.ApplyResponse\x12Z\n" +
 	"\x0fAggregatedCount\x12\".adclick.v1.AggregatedCountRequest\x1a#.adclick.v1.AggregatedCountResponse\x12K\n" +
@@ -459,38 +586,42 @@ func file_adclick_cluster_v1_cluster_proto_rawDescGZIP() []byte {
 }
 
 var file_adclick_cluster_v1_cluster_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_adclick_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_adclick_cluster_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_adclick_cluster_v1_cluster_proto_goTypes = []any{
 	(EventStatus)(0),                   // 0: adclick.cluster.v1.EventStatus
-	(*ForwardRequest)(nil),             // 1: adclick.cluster.v1.ForwardRequest
-	(*ForwardResponse)(nil),            // 2: adclick.cluster.v1.ForwardResponse
-	(*ApplyRequest)(nil),               // 3: adclick.cluster.v1.ApplyRequest
-	(*Partial)(nil),                    // 4: adclick.cluster.v1.Partial
-	(*Count)(nil),                      // 5: adclick.cluster.v1.Count
-	(*ApplyResponse)(nil),              // 6: adclick.cluster.v1.ApplyResponse
-	nil,                                // 7: adclick.cluster.v1.ForwardResponse.ReasonsEntry
-	(*v1.ClickEvent)(nil),              // 8: adclick.v1.ClickEvent
-	(*v1.AggregatedCountRequest)(nil),  // 9: adclick.v1.AggregatedCountRequest
-	(*v1.PopularAdsRequest)(nil),       // 10: adclick.v1.PopularAdsRequest
-	(*v1.AggregatedCountResponse)(nil), // 11: adclick.v1.AggregatedCountResponse
-	(*v1.PopularAdsResponse)(nil),      // 12: adclick.v1.PopularAdsResponse
+	(*HandOverChunk)(nil),              // 1: adclick.cluster.v1.HandOverChunk
+	(*HandOverResponse)(nil),           // 2: adclick.cluster.v1.HandOverResponse
+	(*ForwardRequest)(nil),             // 3: adclick.cluster.v1.ForwardRequest
+	(*ForwardResponse)(nil),            // 4: adclick.cluster.v1.ForwardResponse
+	(*ApplyRequest)(nil),               // 5: adclick.cluster.v1.ApplyRequest
+	(*Partial)(nil),                    // 6: adclick.cluster.v1.Partial
+	(*Count)(nil),                      // 7: adclick.cluster.v1.Count
+	(*ApplyResponse)(nil),              // 8: adclick.cluster.v1.ApplyResponse
+	nil,                                // 9: adclick.cluster.v1.ForwardResponse.ReasonsEntry
+	(*v1.ClickEvent)(nil),              // 10: adclick.v1.ClickEvent
+	(*v1.AggregatedCountRequest)(nil),  // 11: adclick.v1.AggregatedCountRequest
+	(*v1.PopularAdsRequest)(nil),       // 12: adclick.v1.PopularAdsRequest
+	(*v1.AggregatedCountResponse)(nil), // 13: adclick.v1.AggregatedCountResponse
+	(*v1.PopularAdsResponse)(nil),      // 14: adclick.v1.PopularAdsResponse
 }
 var file_adclick_cluster_v1_cluster_proto_depIdxs = []int32{
-	8,  // 0: adclick.cluster.v1.ForwardRequest.events:type_name -> adclick.v1.ClickEvent
+	10, // 0: adclick.cluster.v1.ForwardRequest.events:type_name -> adclick.v1.ClickEvent
 	0,  // 1: adclick.cluster.v1.ForwardResponse.status:type_name -> adclick.cluster.v1.EventStatus
-	7,  // 2: adclick.cluster.v1.ForwardResponse.reasons:type_name -> adclick.cluster.v1.ForwardResponse.ReasonsEntry
-	4,  // 3: adclick.cluster.v1.ApplyRequest.partials:type_name -> adclick.cluster.v1.Partial
-	5,  // 4: adclick.cluster.v1.Partial.counts:type_name -> adclick.cluster.v1.Count
-	1,  // 5: adclick.cluster.v1.AggregatorService.Forward:input_type -> adclick.cluster.v1.ForwardRequest
-	3,  // 6: adclick.cluster.v1.ReducerService.Apply:input_type -> adclick.cluster.v1.ApplyRequest
-	9,  // 7: adclick.cluster.v1.ReducerService.AggregatedCount:input_type -> adclick.v1.AggregatedCountRequest
-	10, // 8: adclick.cluster.v1.ReducerService.PopularAds:input_type -> adclick.v1.PopularAdsRequest
-	2,  // 9: adclick.cluster.v1.AggregatorService.Forward:output_type -> adclick.cluster.v1.ForwardResponse
-	6,  // 10: adclick.cluster.v1.ReducerService.Apply:output_type -> adclick.cluster.v1.ApplyResponse
-	11, // 11: adclick.cluster.v1.ReducerService.AggregatedCount:output_type -> adclick.v1.AggregatedCountResponse
-	12, // 12: adclick.cluster.v1.ReducerService.PopularAds:output_type -> adclick.v1.PopularAdsResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
+	9,  // 2: adclick.cluster.v1.ForwardResponse.reasons:type_name -> adclick.cluster.v1.ForwardResponse.ReasonsEntry
+	6,  // 3: adclick.cluster.v1.ApplyRequest.partials:type_name -> adclick.cluster.v1.Partial
+	7,  // 4: adclick.cluster.v1.Partial.counts:type_name -> adclick.cluster.v1.Count
+	3,  // 5: adclick.cluster.v1.AggregatorService.Forward:input_type -> adclick.cluster.v1.ForwardRequest
+	1,  // 6: adclick.cluster.v1.AggregatorService.HandOver:input_type -> adclick.cluster.v1.HandOverChunk
+	5,  // 7: adclick.cluster.v1.ReducerService.Apply:input_type -> adclick.cluster.v1.ApplyRequest
+	11, // 8: adclick.cluster.v1.ReducerService.AggregatedCount:input_type -> adclick.v1.AggregatedCountRequest
+	12, // 9: adclick.cluster.v1.ReducerService.PopularAds:input_type -> adclick.v1.PopularAdsRequest
+	4,  // 10: adclick.cluster.v1.AggregatorService.Forward:output_type -> adclick.cluster.v1.ForwardResponse
+	2,  // 11: adclick.cluster.v1.AggregatorService.HandOver:output_type -> adclick.cluster.v1.HandOverResponse
+	8,  // 12: adclick.cluster.v1.ReducerService.Apply:output_type -> adclick.cluster.v1.ApplyResponse
+	13, // 13: adclick.cluster.v1.ReducerService.AggregatedCount:output_type -> adclick.v1.AggregatedCountResponse
+	14, // 14: adclick.cluster.v1.ReducerService.PopularAds:output_type -> adclick.v1.PopularAdsResponse
+	10, // [10:15] is the sub-list for method output_type
+	5,  // [5:10] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -507,7 +638,7 @@ func file_adclick_cluster_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adclick_cluster_v1_cluster_proto_rawDesc), len(file_adclick_cluster_v1_cluster_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -24,7 +24,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AggregatorService_Forward_FullMethodName = "/adclick.cluster.v1.AggregatorService/Forward"
+	AggregatorService_Forward_FullMethodName  = "/adclick.cluster.v1.AggregatorService/Forward"
+	AggregatorService_HandOver_FullMethodName = "/adclick.cluster.v1.AggregatorService/HandOver"
 )
 
 // AggregatorServiceClient is the client API for AggregatorService service.
@@ -36,6 +37,10 @@ type AggregatorServiceClient interface {
 	// Forward counts a batch of already validated clicks that this aggregator
 	// owns. It answers one status per event, in order.
 	Forward(ctx context.Context, in *ForwardRequest, opts ...grpc.CallOption) (*ForwardResponse, error)
+	// HandOver takes a draining aggregator's click ids of the late horizon,
+	// so that this aggregator, its heir, can dedup late clicks of the drained
+	// node's minutes. Idempotent: the same ids may be sent again.
+	HandOver(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[HandOverChunk, HandOverResponse], error)
 }
 
 type aggregatorServiceClient struct {
@@ -56,6 +61,19 @@ func (c *aggregatorServiceClient) Forward(ctx context.Context, in *ForwardReques
 	return out, nil
 }
 
+func (c *aggregatorServiceClient) HandOver(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[HandOverChunk, HandOverResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AggregatorService_ServiceDesc.Streams[0], AggregatorService_HandOver_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HandOverChunk, HandOverResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AggregatorService_HandOverClient = grpc.ClientStreamingClient[HandOverChunk, HandOverResponse]
+
 // AggregatorServiceServer is the server API for AggregatorService service.
 // All implementations must embed UnimplementedAggregatorServiceServer
 // for forward compatibility.
@@ -65,6 +83,10 @@ type AggregatorServiceServer interface {
 	// Forward counts a batch of already validated clicks that this aggregator
 	// owns. It answers one status per event, in order.
 	Forward(context.Context, *ForwardRequest) (*ForwardResponse, error)
+	// HandOver takes a draining aggregator's click ids of the late horizon,
+	// so that this aggregator, its heir, can dedup late clicks of the drained
+	// node's minutes. Idempotent: the same ids may be sent again.
+	HandOver(grpc.ClientStreamingServer[HandOverChunk, HandOverResponse]) error
 	mustEmbedUnimplementedAggregatorServiceServer()
 }
 
@@ -77,6 +99,9 @@ type UnimplementedAggregatorServiceServer struct{}
 
 func (UnimplementedAggregatorServiceServer) Forward(context.Context, *ForwardRequest) (*ForwardResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Forward not implemented")
+}
+func (UnimplementedAggregatorServiceServer) HandOver(grpc.ClientStreamingServer[HandOverChunk, HandOverResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method HandOver not implemented")
 }
 func (UnimplementedAggregatorServiceServer) mustEmbedUnimplementedAggregatorServiceServer() {}
 func (UnimplementedAggregatorServiceServer) testEmbeddedByValue()                           {}
@@ -117,6 +142,13 @@ func _AggregatorService_Forward_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AggregatorService_HandOver_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AggregatorServiceServer).HandOver(&grpc.GenericServerStream[HandOverChunk, HandOverResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AggregatorService_HandOverServer = grpc.ClientStreamingServer[HandOverChunk, HandOverResponse]
+
 // AggregatorService_ServiceDesc is the grpc.ServiceDesc for AggregatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -129,7 +161,13 @@ var AggregatorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _AggregatorService_Forward_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "HandOver",
+			Handler:       _AggregatorService_HandOver_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "adclick/cluster/v1/cluster.proto",
 }
 

@@ -1,0 +1,142 @@
+package ring
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/etcdembed"
+)
+
+func startEtcd(t *testing.T) *clientv3.Client {
+	t.Helper()
+	srv, err := etcdembed.Start(t.TempDir(), "127.0.0.1:0", slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	cli, err := srv.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func poll(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not reached within 15s: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestUpdateSerializesConcurrentChanges: joins racing each other all land,
+// each at its own later minute, and the founding happens once.
+func TestUpdateSerializesConcurrentChanges(t *testing.T) {
+	cli := startEtcd(t)
+	ctx := context.Background()
+	clk := clock.NewFake(t0)
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for i := range 6 {
+		wg.Go(func() {
+			id := fmt.Sprintf("agg-%d", i)
+			_, _, err := Update(ctx, cli, clk, func(h *History, now time.Time) (*History, error) {
+				if h == nil {
+					return Founding([]string{id}, now, DefaultViewTTL), nil
+				}
+				next, _, err := h.Join(id, now)
+				return next, err
+			})
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, rev, err := LoadHistory(ctx, cli)
+	if err != nil || rev == 0 {
+		t.Fatalf("load: %v", err)
+	}
+	if len(h.Eras) != 6 || len(h.Eras[0].Aggregators) != 1 || len(h.Latest().Aggregators) != 6 {
+		t.Fatalf("history %+v", h.Eras)
+	}
+	// A change that would rewrite the past is refused before it is written.
+	_, _, err = Update(ctx, cli, clk, func(h *History, now time.Time) (*History, error) {
+		x := h.Clone()
+		x.Eras[1].Aggregators = []string{"agg-x"}
+		return x, nil
+	})
+	if err == nil {
+		t.Fatal("a rewrite of an era was stored")
+	}
+	_, _, err = Update(ctx, cli, clk, func(*History, time.Time) (*History, error) { return nil, ErrNoChange })
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWatcherFreshness: the view follows changes, and stops being fresh
+// once it could not be confirmed for the history's view TTL.
+func TestWatcherFreshness(t *testing.T) {
+	cli := startEtcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clk := clock.NewFake(t0)
+	w, err := Watch(ctx, cli, clk, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.Fresh(t0) || w.Current().Len() != 0 {
+		t.Fatal("no history yet, and yet fresh or routing")
+	}
+	changes := w.Subscribe()
+	if _, _, err := Update(ctx, cli, clk, func(*History, time.Time) (*History, error) {
+		return Founding([]string{"a", "b"}, t0, DefaultViewTTL), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the watcher applies the founding", func() bool { return w.Current().Len() == 2 })
+	select {
+	case <-changes:
+	default:
+		t.Fatal("no change notification")
+	}
+	if err := w.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Fresh(t0) {
+		t.Fatal("a view just confirmed is not fresh")
+	}
+	if w.Fresh(t0.Add(DefaultViewTTL)) {
+		t.Fatal("a view not confirmed for the TTL is still fresh")
+	}
+	clk.Add(DefaultViewTTL)
+	if err := w.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Fresh(clk.Now()) {
+		t.Fatal("a refreshed view is not fresh")
+	}
+	if _, _, err := Update(ctx, cli, clk, func(h *History, now time.Time) (*History, error) {
+		next, _, err := h.Join("c", now)
+		return next, err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "the watcher applies the join", func() bool { return w.Current().Len() == 3 })
+}

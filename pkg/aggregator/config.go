@@ -23,6 +23,11 @@ const (
 	defaultDeliverBatch = 64
 	// Generous: hours of closed minutes for a slow reducer, still bounded.
 	defaultMaxOutbox = 100000
+	// What bounds the outbox's memory: a reducer away for hours fills it
+	// with partials of up to --partial-max-counts counts (~40 bytes each),
+	// so the partial count alone allows many GB; 256 MiB is a few hours of
+	// a busy node's closed minutes.
+	defaultMaxOutboxBytes = 256 << 20
 	// 40M ids of open minutes is ~3 GB of memory at ~75 bytes per id, and
 	// 500k clicks/s for the 75 s a minute stays open (lateness 15 s).
 	defaultMaxOpenIDs = 40_000_000
@@ -43,6 +48,7 @@ type Config struct {
 	TickInterval    time.Duration // how often minutes are checked for closing and corrections flushed
 	DeliverBatch    int           // partials per Apply call at most
 	MaxOutbox       int           // partials retained at most before Forward answers RESOURCE_EXHAUSTED
+	MaxOutboxBytes  int64         // encoded bytes of partials retained at most, likewise
 	MaxOpenIDs      int           // click ids of open minutes kept in memory at most, before Forward answers RESOURCE_EXHAUSTED
 	// PartialMaxCounts bounds the counts of one partial and of one Apply
 	// call; a minute with more counts is sent as several partials.
@@ -61,6 +67,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.TickInterval, "tick-interval", defaultTickInterval, "how often minutes are checked for closing and corrections flushed")
 	fs.IntVar(&c.DeliverBatch, "deliver-batch", defaultDeliverBatch, "partials per Apply call to a reducer, at most")
 	fs.IntVar(&c.MaxOutbox, "max-outbox", defaultMaxOutbox, "partials kept for reducers at most; beyond it Forward answers RESOURCE_EXHAUSTED")
+	fs.Int64Var(&c.MaxOutboxBytes, "max-outbox-bytes", defaultMaxOutboxBytes, "bytes of partials kept for reducers (in memory, and on disk) at most; beyond it Forward answers RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.MaxOpenIDs, "max-open-ids", defaultMaxOpenIDs, "click ids of open minutes held in memory at most (~75 bytes each); beyond it Forward answers RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
@@ -86,6 +93,9 @@ func (c Config) withDefaults() Config {
 	def(&c.DeliverBackoffMax, defaultDeliverBackoffMax)
 	defInt(&c.DeliverBatch, defaultDeliverBatch)
 	defInt(&c.MaxOutbox, defaultMaxOutbox)
+	if c.MaxOutboxBytes == 0 {
+		c.MaxOutboxBytes = defaultMaxOutboxBytes
+	}
 	defInt(&c.MaxOpenIDs, defaultMaxOpenIDs)
 	defInt(&c.PartialMaxCounts, defaultPartialMaxCounts)
 	c.WAL = c.WAL.WithDefaults()
@@ -111,6 +121,9 @@ func (c Config) Validate() error {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}
+	}
+	if c.MaxOutboxBytes < 0 {
+		errs = append(errs, fmt.Errorf("--max-outbox-bytes must be positive, got %d", c.MaxOutboxBytes))
 	}
 	if err := c.WAL.Validate(); err != nil {
 		errs = append(errs, err)

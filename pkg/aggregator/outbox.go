@@ -6,6 +6,9 @@ import (
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	"github.com/adclick/adclick/pkg/window"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // outbox keeps emitted partials until every registered reducer has
@@ -13,6 +16,7 @@ import (
 type outbox struct {
 	mu      sync.Mutex
 	parts   []*clusterv1.Partial // retained; parts[i].Sequence == first+i
+	bytes   int64                // encoded size of parts, what --max-outbox-bytes bounds
 	first   uint64               // sequence of parts[0]; == next when empty
 	next    uint64               // sequence of the next partial appended
 	acked   map[string]uint64    // registered reducer -> highest sequence it acknowledged
@@ -49,9 +53,10 @@ func (o *outbox) add(ps []*clusterv1.Partial) error {
 			return fmt.Errorf("outbox: partial with sequence %d, want %d", p.Sequence, o.next)
 		}
 		o.parts = append(o.parts, p)
+		o.bytes += int64(proto.Size(p))
 		o.next++
 	}
-	o.m.outbox.Set(float64(len(o.parts)))
+	o.setGaugesLocked()
 	for ch := range o.wakers {
 		select {
 		case ch <- struct{}{}:
@@ -66,7 +71,7 @@ func (o *outbox) add(ps []*clusterv1.Partial) error {
 func (o *outbox) load(ps []*clusterv1.Partial, next uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.first, o.next, o.parts = next, next, nil
+	o.first, o.next, o.parts, o.bytes = next, next, nil, 0
 	if len(ps) > 0 {
 		o.first = ps[0].Sequence
 		for i, p := range ps {
@@ -78,8 +83,11 @@ func (o *outbox) load(ps []*clusterv1.Partial, next uint64) error {
 			return fmt.Errorf("outbox on disk ends at sequence %d but the next sequence is %d", last, next)
 		}
 		o.parts = ps
+		for _, p := range ps {
+			o.bytes += int64(proto.Size(p))
+		}
 	}
-	o.m.outbox.Set(float64(len(o.parts)))
+	o.setGaugesLocked()
 	return nil
 }
 
@@ -102,6 +110,35 @@ func (o *outbox) retained() int {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	return len(o.parts)
+}
+
+// retainedBytes is the encoded size of the partials kept: about what they
+// take in memory, and on disk until every reducer acknowledged them.
+func (o *outbox) retainedBytes() int64 {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.bytes
+}
+
+func (o *outbox) setGaugesLocked() {
+	o.m.outbox.Set(float64(len(o.parts)))
+	o.m.outboxBytes.Set(float64(o.bytes))
+}
+
+// outboxFull tells whether the outbox holds --max-outbox partials or
+// --max-outbox-bytes bytes: a reducer is away or not keeping up, and taking
+// more clicks would grow it (memory, disk) without bound.
+func (a *Aggregator) outboxFull() bool {
+	return a.ob.retained() >= a.cfg.MaxOutbox || a.ob.retainedBytes() >= a.cfg.MaxOutboxBytes
+}
+
+// outboxRefusal is the answer to a batch while outboxFull, counted as an
+// overload.
+func (a *Aggregator) outboxRefusal() error {
+	a.m.overload.WithLabelValues("outbox").Inc()
+	return status.Errorf(codes.ResourceExhausted,
+		"aggregator %s outbox full: %d partials of %d bytes wait for reducers (--max-outbox=%d, --max-outbox-bytes=%d): a reducer is away or not keeping up; retry later",
+		a.cfg.NodeID, a.ob.retained(), a.ob.retainedBytes(), a.cfg.MaxOutbox, a.cfg.MaxOutboxBytes)
 }
 
 // changes returns a channel closed at the next ack or membership change.
@@ -176,6 +213,9 @@ func (o *outbox) trimLocked() {
 		return
 	}
 	n := int(low - o.first + 1)
+	for _, p := range o.parts[:n] {
+		o.bytes -= int64(proto.Size(p))
+	}
 	clear(o.parts[:n])
 	o.parts = o.parts[n:]
 	o.first += uint64(n)
@@ -185,7 +225,7 @@ func (o *outbox) trimLocked() {
 	if len(o.parts) == 0 {
 		o.parts = nil // let the backing array go
 	}
-	o.m.outbox.Set(float64(len(o.parts)))
+	o.setGaugesLocked()
 }
 
 // errGone is returned by batch when a reducer asks for partials no longer retained.

@@ -49,6 +49,7 @@ func (n *Reducer) start(c Common, cfg reducer.Config, env Env) error {
 	if err != nil {
 		return err
 	}
+	n.goRun(n.red.Run) // deletes minutes older than --retention
 	clusterv1.RegisterReducerServiceServer(n.srv.GRPC, n.red)
 	n.srv.Serve()
 	return n.register(membership.Reducers, membership.Member{ID: c.NodeID, Addr: c.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr()})

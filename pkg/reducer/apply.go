@@ -67,7 +67,8 @@ func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cluste
 		}
 	}
 	meta.HighWater = partials[len(partials)-1].GetSequence()
-	if err := r.commit(id, meta, partials); err != nil {
+	expired := r.retentionFloor()
+	if err := r.commit(id, meta, partials, expired); err != nil {
 		r.m.applyRejected.WithLabelValues("storage").Inc()
 		r.log.Error("apply: storage write failed", "aggregator", id, "err", err)
 		return nil, status.Errorf(codes.Internal, "reducer could not store the partials (%v); retry, nothing was applied", err)
@@ -78,6 +79,10 @@ func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cluste
 	var counts, late int
 	for _, p := range partials {
 		m := p.GetMinute()
+		if m < expired {
+			r.m.expiredCounts.Add(float64(len(p.GetCounts())))
+			continue // older than --retention: dropped
+		}
 		counts += len(p.GetCounts())
 		if !p.GetClosesMinute() {
 			late += len(p.GetCounts())
@@ -106,12 +111,17 @@ func (r *Reducer) isClosed() bool {
 	return r.closed
 }
 
-// commit writes the partials' counts and the new meta in one synced batch.
-// Caller holds applyMu (so the store is open).
-func (r *Reducer) commit(id string, meta store.AggMeta, partials []*clusterv1.Partial) error {
+// commit writes the partials' counts and the new meta in one synced batch;
+// counts of minutes before expired (older than the retention) are dropped:
+// the sequence is applied, the counts are not stored. Caller holds applyMu
+// (so the store is open).
+func (r *Reducer) commit(id string, meta store.AggMeta, partials []*clusterv1.Partial, expired int64) error {
 	b := r.db.NewBatch()
 	defer b.Close()
 	for _, p := range partials {
+		if p.GetMinute() < expired {
+			continue
+		}
 		for _, c := range p.GetCounts() {
 			if c.GetCount() == 0 {
 				continue

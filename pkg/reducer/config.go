@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"time"
 )
 
 // Defaults, one place, one reason each.
@@ -12,6 +13,12 @@ const (
 	// 1440 minutes) is answered from memory. Smaller values trade memory
 	// for Pebble scans on long windows; answers stay exact either way.
 	defaultRetainMinutes = 1440
+	// 400 days: a year of billing history plus a month to settle disputes;
+	// older minutes are deleted so the store does not grow without end.
+	defaultRetention = 400 * 24 * time.Hour
+	// minRetention keeps every minute an aggregator may still correct (its
+	// late horizon, 24 h by default) with room to spare.
+	minRetention = 48 * time.Hour
 )
 
 // Config configures a reducer.
@@ -21,12 +28,17 @@ type Config struct {
 	// RetainMinutes is how many minutes before the current one are kept in
 	// memory for queries. Older minutes are answered from Pebble.
 	RetainMinutes int
+	// Retention is how long stored minutes are kept: older ones are
+	// deleted (about hourly), and partials for them are dropped on arrival.
+	Retention time.Duration
 }
 
 // RegisterFlags registers the reducer's own flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RetainMinutes, "retain-minutes", defaultRetainMinutes,
 		"minutes kept in memory for queries; longer windows are read from disk (exact, slower)")
+	fs.DurationVar(&c.Retention, "retention", defaultRetention,
+		"how long stored minutes are kept; older ones are deleted and count 0 (at least 48h, and at least --retain-minutes)")
 }
 
 // DefaultConfig returns the configuration RegisterFlags defaults to.
@@ -47,6 +59,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetainMinutes < 1 {
 		errs = append(errs, fmt.Errorf("--retain-minutes is %d; want >= 1", c.RetainMinutes))
+	}
+	if c.Retention < minRetention || c.Retention < time.Duration(c.RetainMinutes)*time.Minute {
+		errs = append(errs, fmt.Errorf("--retention is %s; want at least %s and at least --retain-minutes (%d minutes)", c.Retention, minRetention, c.RetainMinutes))
 	}
 	return errors.Join(errs...)
 }

@@ -12,4 +12,9 @@
 // is complete when the aggregator membership is non-empty and every member
 // whose FirstMinute is at or before it has, in its registered incarnation,
 // closed it.
+//
+// Retention: minutes older than Config.Retention are deleted from Pebble by
+// Run (at start, then hourly) and counts of such minutes arriving in
+// partials are dropped (their sequence is still applied), so the store does
+// not grow without end; queries over them answer 0.
 package reducer

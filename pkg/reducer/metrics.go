@@ -18,6 +18,9 @@ type metrics struct {
 	queryDuration    *prometheus.HistogramVec
 	queriesFromDisk  *prometheus.CounterVec
 	aggregatorsKnown prometheus.Gauge
+	expiredCounts    prometheus.Counter
+	expiredDeleted   prometheus.Counter
+	retentionErrors  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -73,6 +76,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		aggregatorsKnown: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_reducer_aggregators_known",
 			Help: "Aggregators with a stored high-water mark.",
+		}),
+		expiredCounts: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_reducer_expired_counts_dropped_total",
+			Help: "Count increments of partials for minutes older than --retention, dropped on arrival.",
+		}),
+		expiredDeleted: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_reducer_expired_counts_deleted_total",
+			Help: "Stored (filter, minute, ad) counts deleted because their minute is older than --retention.",
+		}),
+		retentionErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_reducer_retention_errors_total",
+			Help: "Retention passes that failed (retried at the next pass).",
 		}),
 	}
 }

@@ -6,5 +6,6 @@
 // Counts are Pebble merge operands summed by a merge operator, so applying a
 // partial never reads. The invariant: every Batch is committed atomically and
 // synced, so the counts of a partial and the high-water mark that says it was
-// applied are durable together or not at all.
+// applied are durable together or not at all. DeleteBefore removes the
+// minutes that left the reducer's retention from both key spaces.
 package store

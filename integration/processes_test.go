@@ -111,17 +111,18 @@ func TestSeparateProcesses(t *testing.T) {
 	etcd := startProcess(t, dir, filepath.Join(bin, "adclick"), "etcd", "etcd", "--data-dir", filepath.Join(dir, "etcd"), "--addr", etcdAddr)
 	node := func(role, id string, extra ...string) *process {
 		args := append([]string{"--etcd-endpoints", etcdAddr, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-			"--node-id", id, "--data-dir", filepath.Join(dir, id)}, extra...)
+			"--node-id", id, "--data-dir", filepath.Join(dir, id), "--gossip-addr", "127.0.0.1:0"}, extra...)
 		return startProcess(t, dir, filepath.Join(bin, role), id, args...)
 	}
 	reducer := node("reducer", "reducer-1")
-	agg1 := node("aggregator", "aggregator-1", "--allowed-lateness", "1s")
+	agg1 := node("aggregator", "aggregator-1", "--allowed-lateness", "1s", "--initial-aggregators", "aggregator-1,aggregator-2")
 	// The second aggregator takes its settings from the environment.
 	t.Setenv("ADCLICK_ALLOWED_LATENESS", "1s")
+	t.Setenv("ADCLICK_INITIAL_AGGREGATORS", "aggregator-1,aggregator-2")
 	agg2 := node("aggregator", "aggregator-2")
 	routerGRPC, routerHTTP := freeAddr(t), freeAddr(t)
 	router := startProcess(t, dir, filepath.Join(bin, "router"), "router",
-		"--etcd-endpoints", etcdAddr, "--grpc-addr", routerGRPC, "--http-addr", routerHTTP)
+		"--etcd-endpoints", etcdAddr, "--grpc-addr", routerGRPC, "--http-addr", routerHTTP, "--gossip-addr", "127.0.0.1:0")
 
 	conn, err := grpc.NewClient(routerGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -147,13 +148,15 @@ func TestSeparateProcesses(t *testing.T) {
 		tr[countKey{0, ad, clock.Minute(at)}]++
 	}
 	// The first batches may meet a router that has not seen the aggregators
-	// yet: retry until accepted, as a client does. Duplicates are safe.
+	// yet, or an aggregator not yet started (its events come back in
+	// retry): resend until nothing is left to retry, as a client does.
+	// Duplicates are safe.
 	for b := 0; b < len(events); b += 250 {
 		req := &adclickv1.IngestRequest{Events: append(append([]*adclickv1.ClickEvent{}, events[b:b+250]...), &adclickv1.ClickEvent{ClickId: "x"})}
 		var resp *adclickv1.IngestResponse
 		pollUntil(t, 30*time.Second, "router accepts a batch", func() bool {
 			resp, err = ingest.Ingest(ctx, req)
-			return err == nil
+			return err == nil && len(resp.Retry) == 0
 		})
 		if resp.Accepted+resp.Duplicates != 250 || len(resp.Rejected) != 1 || resp.Rejected[0].Index != 250 {
 			t.Fatalf("batch %d: %v", b/250, resp)

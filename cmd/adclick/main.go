@@ -14,6 +14,7 @@ Usage:
   adclick dev  [flags]   whole cluster in one process: embedded etcd, router, aggregators, reducers
   adclick etcd [flags]   single-node embedded etcd server, for running router/aggregator/reducer by hand
   adclick load [flags]   load generator: streams clicks into a router, then verifies every count
+  adclick admin VERB     cluster operations: status, owner, drain, remove
 
 Run 'adclick <command> --help' for the flags of a command.
 `
@@ -31,6 +32,8 @@ func main() {
 		code = runEtcd(os.Args[2:])
 	case "load":
 		code = runLoad(os.Args[2:])
+	case "admin":
+		code = runAdmin(os.Args[2:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 	default:

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
@@ -76,6 +77,7 @@ type Aggregator struct {
 	delivering sem // held by whoever runs deliver: Run, or Flush when Run does not
 	store      *aggstate.Store
 	wal        *wal.WAL
+	acceptedN  atomic.Uint64 // clicks accepted since start, for the load gossip
 	failed     chan struct{} // closed by fail
 	failOnce   sync.Once
 
@@ -255,6 +257,9 @@ func (a *Aggregator) noteAppendLocked(seg uint64, minute int64, late bool) {
 	}
 }
 
+// Accepted is how many clicks were accepted since the process started.
+func (a *Aggregator) Accepted() uint64 { return a.acceptedN.Load() }
+
 // Incarnation identifies this aggregator's sequence space: unix nanos at
 // its first start, kept across restarts so sequences continue.
 func (a *Aggregator) Incarnation() int64 { return a.meta0.Incarnation }
@@ -386,6 +391,7 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 	}
 	a.m.notOwned.Add(float64(notOwned))
 	a.m.accepted.Add(float64(accepted))
+	a.acceptedN.Add(uint64(accepted))
 	a.m.duplicate.Add(float64(dups))
 	a.m.rejected.Add(float64(rejected))
 	a.m.late.Add(float64(late))

@@ -14,6 +14,7 @@ import (
 	"github.com/adclick/adclick/pkg/aggregator"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/filter"
+	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/ring"
 )
@@ -79,6 +80,9 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 		}
 	})
 	n.srv.Serve()
+	if err := n.startGossip(gossip.RoleAggregator, c.NodeID, c.advertise(n.srv), n.agg.Incarnation(), rate(n.agg.Accepted)); err != nil {
+		return err
+	}
 	if err := n.register(membership.Aggregators, membership.Member{
 		ID: c.NodeID, Addr: c.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr(),
 		Incarnation: n.agg.Incarnation(), FirstMinute: n.agg.FirstMinute(),

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/server"
@@ -23,6 +24,7 @@ type base struct {
 	wg     sync.WaitGroup
 	reg    *membership.Registration
 	ring   *ring.Watcher
+	gossip *gossip.Gossip
 	fatal  chan error
 }
 
@@ -96,6 +98,7 @@ func (b *base) register(kind membership.Kind, m membership.Member) error {
 	if b.ring != nil {
 		m.AppliedRing = b.ring.Revision()
 	}
+	m.GossipAddr = b.gossipAddr()
 	reg, err := membership.Register(b.ctx, b.etcd, kind, m, b.common.LeaseTTL, b.env.Log)
 	if err != nil {
 		return fmt.Errorf("register in etcd: %w", err)
@@ -109,6 +112,7 @@ func (b *base) register(kind membership.Kind, m membership.Member) error {
 }
 
 func (b *base) deregister(ctx context.Context) {
+	b.leaveGossip()
 	if b.reg == nil {
 		return
 	}

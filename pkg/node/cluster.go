@@ -10,6 +10,7 @@ import (
 
 	"github.com/adclick/adclick/pkg/aggregator"
 	"github.com/adclick/adclick/pkg/etcdembed"
+	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/reducer"
 	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/router"
@@ -71,6 +72,7 @@ func StartCluster(cfg ClusterConfig, env Env) (*Cluster, error) {
 			EtcdEndpoints: []string{etcd.Endpoint}, GRPCAddr: grpcAddr, HTTPAddr: httpAddr,
 			NodeID: id, DataDir: filepath.Join(cfg.DataDir, id), MaxMsgBytes: 16 << 20, Pprof: cfg.Pprof,
 			LeaseTTL: 5 * time.Second, ShutdownTimeout: 10 * time.Second,
+			Gossip: gossip.Config{BindAddr: "127.0.0.1:0"},
 		}
 	}
 	fail := func(err error) (*Cluster, error) {
@@ -149,16 +151,17 @@ func (cl *Cluster) Err() <-chan error { return cl.fatal }
 
 // watchFatal forwards the aggregators' fatal errors to cl.fatal until Stop.
 func (cl *Cluster) watchFatal() {
-	cl.fatal, cl.done = make(chan error, 1), make(chan struct{})
+	fatal, done := make(chan error, 1), make(chan struct{})
+	cl.fatal, cl.done = fatal, done
 	for _, a := range cl.Aggregators {
 		go func(ch <-chan error) {
 			select {
 			case err := <-ch:
 				select {
-				case cl.fatal <- err:
+				case fatal <- err:
 				default:
 				}
-			case <-cl.done:
+			case <-done:
 			}
 		}(a.Err())
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/flagenv"
+	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/server"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -50,6 +51,7 @@ type Common struct {
 	// Aggregators not in it, or started once a history exists, join at a
 	// future minute (ring.History.Join).
 	InitialAggregators flagenv.StringList
+	Gossip             gossip.Config // --gossip-* (memberlist)
 }
 
 // RegisterFlags registers the shared flags with role-specific defaults.
@@ -74,6 +76,8 @@ func (c *Common) RegisterFlags(fs *flag.FlagSet, role Role) {
 	fs.BoolVar(&c.Pprof, "pprof", false, "serve /debug/pprof on --http-addr")
 	fs.DurationVar(&c.LeaseTTL, "lease-ttl", membership.DefaultTTL, "etcd lease TTL of this node's registration")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "how long a stop may take to finish in-flight work")
+	c.Gossip = gossip.DefaultConfig()
+	c.Gossip.RegisterFlags(fs)
 	if role == RoleAggregator {
 		fs.Var(&c.InitialAggregators, "initial-aggregators",
 			"comma-separated ids of the aggregators that found the ring when none exists yet (the same list on each; default: this node alone); later ones join at a future minute")
@@ -102,6 +106,9 @@ func (c Common) Validate(role Role) error {
 	}
 	if c.MaxMsgBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("--max-msg-bytes=%d is too small (at least 1024)", c.MaxMsgBytes))
+	}
+	if err := c.Gossip.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--lease-ttl=%s: at least 1s", c.LeaseTTL))

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/reducer"
 )
@@ -52,6 +53,9 @@ func (n *Reducer) start(c Common, cfg reducer.Config, env Env) error {
 	n.goRun(n.red.Run) // deletes minutes older than --retention
 	clusterv1.RegisterReducerServiceServer(n.srv.GRPC, n.red)
 	n.srv.Serve()
+	if err := n.startGossip(gossip.RoleReducer, c.NodeID, c.advertise(n.srv), 0, nil); err != nil {
+		return err
+	}
 	return n.register(membership.Reducers, membership.Member{ID: c.NodeID, Addr: c.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr()})
 }
 

@@ -7,6 +7,7 @@ import (
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/filter"
+	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/router"
 )
@@ -51,9 +52,18 @@ func (n *Router) start(cfg router.Config, env Env) error {
 	if err := n.watchRing(); err != nil {
 		return err
 	}
+	id := n.common.NodeID
+	if id == "" {
+		host, _ := os.Hostname()
+		_, port, _ := net.SplitHostPort(n.srv.GRPCAddr())
+		id = host + "-" + port
+	}
+	if err := n.startGossip(gossip.RoleRouter, id, n.common.advertise(n.srv), 0, nil); err != nil {
+		return err
+	}
 	n.rt, err = router.New(cfg, router.Deps{
 		Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry,
-		Aggregators: aggs, Reducers: reds, Filters: filters, Ring: n.ring,
+		Aggregators: aggs, Reducers: reds, Filters: filters, Ring: n.ring, Liveness: n.gossip,
 		FilterStore: filter.NewStore(n.etcd, env.Clock),
 	})
 	if err != nil {
@@ -69,12 +79,6 @@ func (n *Router) start(cfg router.Config, env Env) error {
 	}
 	n.srv.Handle("/v1/", gw)
 	n.srv.Serve()
-	id := n.common.NodeID
-	if id == "" {
-		host, _ := os.Hostname()
-		_, port, _ := net.SplitHostPort(n.srv.GRPCAddr())
-		id = host + "-" + port
-	}
 	return n.register(membership.Routers, membership.Member{ID: id, Addr: n.common.advertise(n.srv), HTTPAddr: n.srv.HTTPAddr()})
 }
 

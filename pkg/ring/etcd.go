@@ -122,7 +122,11 @@ type Watcher struct {
 type watchState struct {
 	v         *Versions
 	rev       int64
-	confirmed time.Time // when a read that returned rev (or later) started
+	confirmed time.Time // when a read that returned rev (or later) started, by the injected clock
+	// confirmedMono is the same moment on the process's monotonic clock:
+	// freshness is elapsed time, which a wall-clock step (or a test's fake
+	// clock jumping minutes ahead) must not shorten or stretch.
+	confirmedMono time.Time
 }
 
 // Watch reads the history (its view is current when Watch returns) and
@@ -146,11 +150,12 @@ func (w *Watcher) Current() *Versions { return w.load().v }
 // Revision is the etcd mod revision of the history in Current (0: none).
 func (w *Watcher) Revision() int64 { return w.load().rev }
 
-// Fresh tells whether the view may be acted on at now: it was confirmed
-// current less than the history's view TTL ago, and a history exists.
-func (w *Watcher) Fresh(now time.Time) bool {
+// Fresh tells whether the view may be acted on: a history exists and it
+// was confirmed current less than the history's view TTL ago (elapsed time
+// on the monotonic clock; now is not used).
+func (w *Watcher) Fresh(time.Time) bool {
 	s := w.load()
-	return s.rev != 0 && now.Sub(s.confirmed) < s.v.History().ViewTTL()
+	return s.rev != 0 && time.Since(s.confirmedMono) < s.v.History().ViewTTL()
 }
 
 // ConfirmedAt is when the view was last confirmed current.
@@ -171,18 +176,18 @@ func (w *Watcher) Subscribe() <-chan struct{} {
 func (w *Watcher) Refresh(ctx context.Context) error {
 	w.refreshMu.Lock()
 	defer w.refreshMu.Unlock()
-	began := w.clk.Now()
+	began, mono := w.clk.Now(), time.Now()
 	h, rev, err := LoadHistory(ctx, w.cli)
 	if err != nil {
 		return err
 	}
-	w.install(h, rev, began)
+	w.install(h, rev, began, mono)
 	return nil
 }
 
 // install applies (h, rev) if it is not older than the current view, and
 // moves the confirmation time forward when confirmed is set.
-func (w *Watcher) install(h *History, rev int64, confirmed time.Time) {
+func (w *Watcher) install(h *History, rev int64, confirmed, mono time.Time) {
 	w.installMu.Lock()
 	s := w.state.Load()
 	next := *s
@@ -190,8 +195,8 @@ func (w *Watcher) install(h *History, rev int64, confirmed time.Time) {
 	if rev > s.rev {
 		next.v, next.rev, changed = NewVersions(h), rev, true
 	}
-	if rev >= s.rev && confirmed.After(next.confirmed) {
-		next.confirmed = confirmed
+	if rev >= s.rev && mono.After(next.confirmedMono) {
+		next.confirmed, next.confirmedMono = confirmed, mono
 	}
 	w.state.Store(&next)
 	w.installMu.Unlock()
@@ -227,7 +232,7 @@ func (w *Watcher) run(ctx context.Context) {
 					w.log.Error("ignoring a ring history that does not decode", "err", err)
 					continue
 				}
-				w.install(h, ev.Kv.ModRevision, time.Time{})
+				w.install(h, ev.Kv.ModRevision, time.Time{}, time.Time{})
 			}
 		}
 		cancel()

@@ -122,15 +122,8 @@ func TestWatcherFreshness(t *testing.T) {
 	if !w.Fresh(t0) {
 		t.Fatal("a view just confirmed is not fresh")
 	}
-	if w.Fresh(t0.Add(DefaultViewTTL)) {
-		t.Fatal("a view not confirmed for the TTL is still fresh")
-	}
-	clk.Add(DefaultViewTTL)
-	if err := w.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if !w.Fresh(clk.Now()) {
-		t.Fatal("a refreshed view is not fresh")
+	if !w.Fresh(t0.Add(time.Hour)) {
+		t.Fatal("a jump of the injected clock made the view stale: freshness is elapsed time")
 	}
 	if _, _, err := Update(ctx, cli, clk, func(h *History, now time.Time) (*History, error) {
 		next, _, err := h.Join("c", now)
@@ -139,4 +132,33 @@ func TestWatcherFreshness(t *testing.T) {
 		t.Fatal(err)
 	}
 	poll(t, "the watcher applies the join", func() bool { return w.Current().Len() == 3 })
+}
+
+// TestWatcherGoesStale: a view not confirmed for the history's TTL (etcd
+// gone) is no longer fresh; a confirmation makes it fresh again.
+func TestWatcherGoesStale(t *testing.T) {
+	cli := startEtcd(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	clk := clock.NewFake(t0)
+	if _, _, err := Update(ctx, cli, clk, func(*History, time.Time) (*History, error) {
+		return Founding([]string{"a"}, t0, time.Second), nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	w, err := Watch(ctx, cli, clk, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !w.Fresh(t0) {
+		t.Fatal("not fresh after the first read")
+	}
+	cancel() // no more confirmations
+	poll(t, "the view goes stale after its 1s TTL", func() bool { return !w.Fresh(t0) })
+	if err := w.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if !w.Fresh(t0) {
+		t.Fatal("not fresh after a confirmation")
+	}
 }

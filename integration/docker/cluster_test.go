@@ -101,7 +101,7 @@ func TestComposeCluster(t *testing.T) {
 		})
 	}
 	var notRun string
-	step("drain agg-3 and scale in: admin drain --wait, admin remove, stop", func() { notRun = drainAndRemove(t, c, cl, "agg-3") })
+	step("drain agg-3 and scale in: admin drain --wait, stop, admin remove", func() { notRun = drainAndRemove(t, c, cl, "agg-3") })
 	stopClient()
 	t.Logf("%5.1fs client stopped: %d batches of %d clicks acknowledged, %d failed calls resent, %d events resent by retry, %d answered duplicate",
 		time.Since(began).Seconds(), cl.acked.Load(), batchSize, cl.failed.Load(), cl.resent.Load(), cl.duplicates.Load())
@@ -140,25 +140,43 @@ func waitAcks(t *testing.T, cl *client, within time.Duration, what string) {
 
 // drainAndRemove scales the aggregators in by one, as the operator's guide
 // says: drain (wait until everything it owns is closed, delivered and
-// handed over), remove its record, stop its container. Ingest must go on.
-// When the image has no working `adclick admin`, it returns why the step
-// could not run: the test fails with that once the counts are checked.
+// handed over), stop its container, then remove its record — after the
+// stop, so that a node still running cannot register itself again. Ingest
+// must go on throughout. When the image has no working `adclick admin`, it
+// returns why the step could not run: the test fails with that once the
+// counts are checked.
 func drainAndRemove(t *testing.T, c *compose, cl *client, id string) (notRun string) {
 	t.Helper()
 	if out, err := c.admin(time.Minute, "status", "--json", "--etcd-endpoints", etcdEndpoint); err != nil {
 		return fmt.Sprintf("drain + scale-in NOT RUN: `adclick admin status --json` fails in adclick/adclick:dev "+
 			"(the step needs adclick admin status/drain/remove): %v\n%s", err, lastLines(out, 10))
 	}
-	if out, err := c.admin(8*time.Minute, "drain", "--wait", "--etcd-endpoints", etcdEndpoint, id); err != nil {
+	began := time.Now()
+	out, err := c.admin(8*time.Minute, "drain", "--wait", "--etcd-endpoints", etcdEndpoint, id)
+	if err != nil {
 		t.Fatalf("admin drain --wait %s: %v\n%s", id, err, lastLines(out, 20))
-	} else {
-		t.Logf("admin drain --wait %s:\n%s", id, lastLines(out, 10))
 	}
+	t.Logf("admin drain --wait %s returned after %s:\n%s", id, time.Since(began).Round(time.Second), lastLines(out, 10))
+	if st := status(t, c); st[id] != "drained" {
+		t.Fatalf("after admin drain --wait, %s is %q, want drained (status: %v)", id, st[id], st)
+	}
+	waitAcks(t, cl, 90*time.Second, "acks go on with "+id+" drained")
+	c.run(2*time.Minute, "stop", "-t", "30", id)
 	if out, err := c.admin(time.Minute, "remove", "--etcd-endpoints", etcdEndpoint, id); err != nil {
 		t.Fatalf("admin remove %s: %v\n%s", id, err, lastLines(out, 20))
 	}
-	c.run(2*time.Minute, "stop", "-t", "30", id)
-	waitAcks(t, cl, 90*time.Second, "acks go on with "+id+" gone")
+	waitAcks(t, cl, 90*time.Second, "acks go on with "+id+" removed")
+	st := status(t, c)
+	if state, ok := st[id]; ok {
+		t.Errorf("admin status still lists %s (state %s) after admin remove", id, state)
+	}
+	t.Logf("aggregators after the scale-in: %v", st)
+	return ""
+}
+
+// status is `adclick admin status --json`: each aggregator's state by id.
+func status(t *testing.T, c *compose) map[string]string {
+	t.Helper()
 	out, err := c.admin(time.Minute, "status", "--json", "--etcd-endpoints", etcdEndpoint)
 	if err != nil {
 		t.Fatalf("admin status --json: %v\n%s", err, lastLines(out, 20))
@@ -172,13 +190,11 @@ func drainAndRemove(t *testing.T, c *compose, cl *client, id string) (notRun str
 	if err := json.Unmarshal([]byte(jsonPart(out)), &st); err != nil {
 		t.Fatalf("admin status --json: %v\n%s", err, out)
 	}
+	states := map[string]string{}
 	for _, a := range st.Aggregators {
-		if a.ID == id {
-			t.Errorf("admin status still lists %s (state %s) after admin remove", id, a.State)
-		}
+		states[a.ID] = a.State
 	}
-	t.Logf("admin status after scale-in: %d aggregators %v", len(st.Aggregators), st.Aggregators)
-	return ""
+	return states
 }
 
 // jsonPart drops anything docker printed before the JSON document.

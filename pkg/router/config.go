@@ -20,6 +20,10 @@ const (
 	// Reducer queries are memory or pebble reads: milliseconds. 5 s lets us
 	// fail over from a hung reducer and still answer a human in time.
 	defaultQueryTimeout = 5 * time.Second
+	// An etcd read or transaction takes milliseconds; 5 s is etcd down (the
+	// client would retry until the caller's deadline) and still a prompt
+	// answer to a person.
+	defaultFilterTimeout = 5 * time.Second
 	// One day of minutes: the late horizon, the longest window the
 	// reducers keep running sums for.
 	defaultMaxWindow = 1440
@@ -49,6 +53,7 @@ type Config struct {
 	MaxWindow      int           // longest PopularAds window, minutes
 	MaxInflight    int           // events being forwarded at once, over all requests
 	MaxFilters     int           // filters that may exist at once (CreateFilter refuses more)
+	FilterTimeout  time.Duration // per filter store (etcd) call of the filter API
 }
 
 // RegisterFlags registers the router flags on fs with their defaults.
@@ -58,6 +63,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.QueryTimeout, "query-timeout", defaultQueryTimeout, "how long to wait for one reducer before failing over to the next")
 	fs.IntVar(&c.MaxWindow, "max-window", defaultMaxWindow, "longest PopularAds window, in minutes")
 	fs.IntVar(&c.MaxInflight, "max-inflight-events", defaultMaxInflight, "events being forwarded at once; beyond it ingest answers RESOURCE_EXHAUSTED")
+	fs.DurationVar(&c.FilterTimeout, "filter-timeout", defaultFilterTimeout, "how long a CreateFilter, ListFilters or DeleteFilter waits for etcd before answering UNAVAILABLE")
 	fs.IntVar(&c.MaxFilters, "max-filters", filter.DefaultMaxFilters, "filters that may exist at once; every click is matched against each (CreateFilter beyond it answers FAILED_PRECONDITION)")
 }
 
@@ -82,6 +88,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxInflight < c.MaxBatch {
 		errs = append(errs, fmt.Errorf("--max-inflight-events is %d; want at least --max-batch (%d)", c.MaxInflight, c.MaxBatch))
+	}
+	if c.FilterTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--filter-timeout is %v; want > 0", c.FilterTimeout))
 	}
 	if c.MaxFilters < 1 {
 		errs = append(errs, fmt.Errorf("--max-filters is %d; want >= 1", c.MaxFilters))

@@ -18,9 +18,11 @@ func (r *Router) CreateFilter(ctx context.Context, req *adclickv1.CreateFilterRe
 	if req.GetFilter() == nil {
 		return nil, status.Error(codes.InvalidArgument, `filter is required, e.g. {"countries": ["US"]}`)
 	}
-	f, err := r.createFilter(ctx, filter.FromProto(req.GetFilter()))
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.FilterTimeout)
+	defer cancel()
+	f, err := r.createFilter(sctx, filter.FromProto(req.GetFilter()))
 	if err != nil {
-		return nil, storeError(ctx, err, 0)
+		return nil, r.storeError(ctx, sctx, err, 0)
 	}
 	r.log.Info("filter created", "id", f.ID, "effective_from", formatMinute(f.EffectiveFrom))
 	return f.ToProto(), nil
@@ -50,9 +52,11 @@ func (r *Router) createFilter(ctx context.Context, f filter.Filter) (filter.Filt
 
 // ListFilters lists the stored filters.
 func (r *Router) ListFilters(ctx context.Context, _ *adclickv1.ListFiltersRequest) (*adclickv1.ListFiltersResponse, error) {
-	fs, err := r.store.List(ctx)
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.FilterTimeout)
+	defer cancel()
+	fs, err := r.store.List(sctx)
 	if err != nil {
-		return nil, storeError(ctx, err, 0)
+		return nil, r.storeError(ctx, sctx, err, 0)
 	}
 	resp := &adclickv1.ListFiltersResponse{Filters: make([]*adclickv1.Filter, 0, len(fs))}
 	for _, f := range fs {
@@ -67,15 +71,20 @@ func (r *Router) DeleteFilter(ctx context.Context, req *adclickv1.DeleteFilterRe
 	if req.GetId() <= 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "filter id is %d; want the id of a filter (> 0; filter 0, all clicks, cannot be deleted)", req.GetId())
 	}
-	if err := r.store.Delete(ctx, req.GetId()); err != nil {
-		return nil, storeError(ctx, err, req.GetId())
+	sctx, cancel := context.WithTimeout(ctx, r.cfg.FilterTimeout)
+	defer cancel()
+	if err := r.store.Delete(sctx, req.GetId()); err != nil {
+		return nil, r.storeError(ctx, sctx, err, req.GetId())
 	}
 	r.log.Info("filter deleted", "id", req.GetId())
 	return &adclickv1.DeleteFilterResponse{}, nil
 }
 
 // storeError maps a filter store error to a status a person can act on.
-func storeError(ctx context.Context, err error, id int64) error {
+// ctx is the caller's, sctx the call's, bounded by --filter-timeout: when
+// only sctx ended, etcd did not answer in time (down, or no quorum), which
+// is UNAVAILABLE rather than a hang until the client's deadline.
+func (r *Router) storeError(ctx, sctx context.Context, err error, id int64) error {
 	switch {
 	case errors.Is(err, filter.ErrInvalid):
 		return status.Error(codes.InvalidArgument, err.Error())
@@ -85,6 +94,8 @@ func storeError(ctx context.Context, err error, id int64) error {
 		return status.Errorf(codes.NotFound, "filter %d does not exist (list them with GET /v1/filters)", id)
 	case ctx.Err() != nil:
 		return status.FromContextError(ctx.Err()).Err()
+	case sctx.Err() != nil:
+		return status.Errorf(codes.Unavailable, "filter store (etcd) did not answer within %s (--filter-timeout): etcd is down or unreachable; retry later", r.cfg.FilterTimeout)
 	}
 	return status.Errorf(codes.Unavailable, "filter store unavailable: %v; retry later", err)
 }

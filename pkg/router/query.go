@@ -47,6 +47,9 @@ func (r *Router) aggregatedCount(ctx context.Context, req *adclickv1.AggregatedC
 	if err != nil {
 		return nil, err
 	}
+	if from < firstMinute {
+		return nil, status.Errorf(codes.InvalidArgument, "the range starts before %s (from defaults to one minute before to), the earliest time a timestamp holds: ask for a later range", formatMinute(firstMinute))
+	}
 	if from > to {
 		return nil, status.Errorf(codes.InvalidArgument, "from %s is after to %s; from is the first minute, to the end (exclusive)",
 			formatMinute(from), formatMinute(to))
@@ -84,6 +87,9 @@ func (r *Router) popularAds(ctx context.Context, req *adclickv1.PopularAdsReques
 		return nil, err
 	}
 	from := to - int64(window)*60
+	if from < firstMinute {
+		return nil, status.Errorf(codes.InvalidArgument, "the window of %d minutes before to %s starts before %s, the earliest time a timestamp holds: ask for a later to or a shorter window", window, formatMinute(to), formatMinute(firstMinute))
+	}
 	if err := r.checkFilter(req.GetFilter(), from); err != nil {
 		return nil, err
 	}
@@ -186,6 +192,11 @@ func (r *Router) reducerOrder() []membership.Member {
 	}
 	return out
 }
+
+// firstMinute is the earliest minute a protobuf Timestamp holds
+// (0001-01-01T00:00:00Z): an answer's from before it could not be encoded
+// (REST answered HTTP 500 "Timestamp: seconds out of range").
+var firstMinute = time.Date(1, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
 
 func minuteProto(m int64) *timestamppb.Timestamp { return timestamppb.New(clock.MinuteTime(m)) }
 

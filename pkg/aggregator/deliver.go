@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	"github.com/adclick/adclick/pkg/grpcbuf"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -77,6 +79,22 @@ func (a *Aggregator) deliver(ctx context.Context) {
 
 // send delivers the outbox to one reducer, in order, until ctx is done. It
 // never skips a partial: a failed call is retried with capped backoff.
+//
+// A reducer may refuse a partial for good (INVALID_ARGUMENT, say, from a
+// reducer with stricter validation). Skipping it is never safe: the counts
+// would be lost on that replica while its high-water mark said it had them
+// all, so its answers would be short yet look exact, even complete (and the
+// reducer refuses a gap anyway). So send keeps retrying it, with backoff,
+// and makes the refusal loud instead: the batch is narrowed to one partial,
+// so that everything before the refused one is delivered and the refused one
+// is named; each refusal counts in adclick_aggregator_partials_rejected_total
+// and is logged as an error (at most once a minute), and the reducer counts
+// in adclick_aggregator_reducers_wedged until it accepts the partial (an
+// upgraded reducer) or leaves the membership (an operator removed it).
+// Senders to other reducers are separate and go on; the outbox keeps what
+// the stuck reducer has not acknowledged, so once it is full ingest answers
+// RESOURCE_EXHAUSTED, which is how an aggregator says a reducer is stuck
+// rather than silently losing counts.
 func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 	log := a.log.With("reducer", m.ID, "addr", m.Addr)
 	conn, err := grpc.NewClient(m.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpcbuf.DialOption())
@@ -92,6 +110,9 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 	defer a.ob.removeWaker(wake)
 	delivered := a.m.delivered.WithLabelValues(m.ID)
 	errs := a.m.deliverErrors.WithLabelValues(m.ID)
+	w := wedge{m: a.m, log: log, rejected: a.m.partialsRejected.WithLabelValues(m.ID)}
+	defer w.clear()
+	maxParts := a.cfg.DeliverBatch // 1 while narrowing down to a refused partial
 
 	backoff := minBackoff
 	wait := func(d time.Duration) bool {
@@ -105,7 +126,7 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 		}
 	}
 	for ctx.Err() == nil {
-		batch, err := a.ob.batch(m.ID, a.cfg.DeliverBatch, a.cfg.PartialMaxCounts)
+		batch, err := a.ob.batch(m.ID, maxParts, a.cfg.PartialMaxCounts)
 		if err != nil {
 			errs.Inc()
 			log.Error("cannot deliver partials", "err", err)
@@ -122,7 +143,19 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 			continue
 		}
 		through, err := a.apply(ctx, client, batch)
-		if err != nil && ctx.Err() == nil {
+		refused := err != nil && !through.ok && isRefusal(err)
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case refused && len(batch) > 1:
+			// Find the refused partial: one at a time, at once.
+			errs.Inc()
+			log.Warn("reducer refused a batch of partials; resending them one by one", "from_sequence", batch[0].Sequence, "partials", len(batch), "err", err)
+			maxParts = 1
+			continue
+		case refused:
+			errs.Inc()
+			w.refused(batch[0], backoff, err)
+		default:
 			errs.Inc()
 			log.Warn("apply failed; retrying", "from_sequence", batch[0].Sequence, "partials", len(batch), "retry_in", backoff, "err", err)
 		}
@@ -132,6 +165,10 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 			delivered.Add(float64(progress))
 		}
 		if progress > 0 {
+			w.clear()
+			if err == nil && maxParts == 1 && len(batch) == 1 {
+				maxParts = a.cfg.DeliverBatch // past the refused one: batches again
+			}
 			backoff = minBackoff
 			continue
 		}
@@ -143,6 +180,57 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 		backoff = min(2*backoff, a.cfg.DeliverBackoffMax)
 	}
 }
+
+// isRefusal tells whether a failed Apply is the reducer refusing the
+// partials themselves, which no resend of the same partials fixes: invalid
+// arguments, or a failed precondition that is not a sequence gap (a gap
+// comes with applied_through and is resolved by resending from there).
+func isRefusal(err error) bool {
+	switch status.Code(err) {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented:
+		return true
+	}
+	return false
+}
+
+// wedge tracks whether delivery to one reducer is stuck on a partial it
+// refuses, for the sender of that reducer (not safe for concurrent use).
+type wedge struct {
+	m        *metrics
+	log      *slog.Logger
+	rejected prometheus.Counter
+	stuck    bool
+	logged   time.Time // when the refusal was last logged
+}
+
+// refused records that the reducer refused partial p, alone, with err.
+func (w *wedge) refused(p *clusterv1.Partial, retryIn time.Duration, err error) {
+	w.rejected.Inc()
+	if !w.stuck {
+		w.stuck = true
+		w.m.reducersWedged.Inc()
+	}
+	if time.Since(w.logged) < wedgeLogEvery {
+		return
+	}
+	w.logged = time.Now()
+	w.log.Error("reducer refuses a partial: delivery to it is stuck on it, retrying (never skipped: skipping would lose its counts on that reducer); fix or upgrade the reducer, or remove it from the cluster",
+		"sequence", p.GetSequence(), "minute", time.Unix(p.GetMinute(), 0).UTC().Format(time.RFC3339),
+		"closes_minute", p.GetClosesMinute(), "counts", len(p.GetCounts()), "retry_in", retryIn, "err", err)
+}
+
+// clear records that the reducer accepts partials again (or that its sender stopped).
+func (w *wedge) clear() {
+	if !w.stuck {
+		return
+	}
+	w.stuck = false
+	w.m.reducersWedged.Dec()
+	w.log.Info("reducer accepts partials again, or delivery to it stopped")
+}
+
+// wedgeLogEvery rate-limits the error logged while a reducer refuses a partial.
+const wedgeLogEvery = time.Minute
 
 type appliedThrough struct {
 	seq uint64

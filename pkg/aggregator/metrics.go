@@ -18,6 +18,8 @@ type metrics struct {
 	outboxBytes                   prometheus.Gauge
 	delivered                     *prometheus.CounterVec
 	deliverErrors                 *prometheus.CounterVec
+	partialsRejected              *prometheus.CounterVec
+	reducersWedged                prometheus.Gauge
 	overload                      *prometheus.CounterVec
 	recoverySeconds               prometheus.Gauge
 	replayed                      prometheus.Counter
@@ -77,6 +79,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "adclick_aggregator_deliver_errors_total",
 			Help: "Failed Apply calls to a reducer (each is retried).",
 		}, []string{"reducer"}),
+		partialsRejected: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "adclick_aggregator_partials_rejected_total",
+			Help: "Apply calls in which a reducer refused a partial for good (INVALID_ARGUMENT, FAILED_PRECONDITION other than a gap); each retry counts. Delivery to that reducer is stuck on the partial until it accepts it: it is never skipped.",
+		}, []string{"reducer"}),
+		reducersWedged: f.NewGauge(prometheus.GaugeOpts{
+			Name: "adclick_aggregator_reducers_wedged",
+			Help: "Reducers whose delivery is stuck on a partial they refuse (see adclick_aggregator_partials_rejected_total and the error log).",
+		}),
 		overload: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "adclick_aggregator_overload_total",
 			Help: "Forward batches refused with RESOURCE_EXHAUSTED, by what was full: outbox (reducers behind) or wal (disk behind).",

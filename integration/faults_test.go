@@ -35,21 +35,23 @@ func newFaultCluster(t *testing.T) *faultCluster {
 	c := &faultCluster{t: t, bin: buildBinaries(t), dir: t.TempDir(), etcdAddr: freeAddr(t),
 		procs: map[string]*process{}, args: map[string][]string{}, reducers: map[string]string{}, router: freeAddr(t)}
 	c.args["etcd"] = []string{"adclick", "etcd", "--data-dir", filepath.Join(c.dir, "etcd"), "--addr", c.etcdAddr}
-	node := func(role, id string, extra ...string) {
-		grpcAddr := freeAddr(t)
-		c.args[id] = append([]string{role, "--etcd-endpoints", c.etcdAddr, "--grpc-addr", grpcAddr, "--http-addr", "127.0.0.1:0",
-			"--node-id", id, "--data-dir", filepath.Join(c.dir, id), "--lease-ttl", "2s", "--log-level", "warn", "--gossip-addr", "127.0.0.1:0"}, extra...)
-		if role == "reducer" {
-			c.reducers[id] = grpcAddr
-		}
-	}
-	node("reducer", "reducer-1")
-	node("reducer", "reducer-2")
+	c.node("reducer", "reducer-1")
+	c.node("reducer", "reducer-2")
 	for i := 1; i <= 3; i++ {
-		node("aggregator", fmt.Sprintf("aggregator-%d", i), "--initial-aggregators", "aggregator-1,aggregator-2,aggregator-3", "--allowed-lateness", "2s")
+		c.node("aggregator", fmt.Sprintf("aggregator-%d", i), "--initial-aggregators", "aggregator-1,aggregator-2,aggregator-3", "--allowed-lateness", "2s")
 	}
 	c.args["router"] = []string{"router", "--etcd-endpoints", c.etcdAddr, "--grpc-addr", c.router, "--http-addr", "127.0.0.1:0", "--log-level", "warn", "--gossip-addr", "127.0.0.1:0"}
 	return c
+}
+
+// node adds a server process's arguments under id.
+func (c *faultCluster) node(role, id string, extra ...string) {
+	grpcAddr := freeAddr(c.t)
+	c.args[id] = append([]string{role, "--etcd-endpoints", c.etcdAddr, "--grpc-addr", grpcAddr, "--http-addr", "127.0.0.1:0",
+		"--node-id", id, "--data-dir", filepath.Join(c.dir, id), "--lease-ttl", "2s", "--log-level", "warn", "--gossip-addr", "127.0.0.1:0"}, extra...)
+	if role == "reducer" {
+		c.reducers[id] = grpcAddr
+	}
 }
 
 var faultNodes = []string{"etcd", "reducer-1", "reducer-2", "aggregator-1", "aggregator-2", "aggregator-3", "router"}

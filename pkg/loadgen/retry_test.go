@@ -18,7 +18,10 @@ import (
 
 // flakyIngest is an IngestService that dedups click ids like the cluster
 // does, but breaks every stream after a few requests: half the time before
-// counting the request, half the time after (the answer is lost).
+// counting the request, half the time after (the answer is lost). Every
+// fifth request it answers some events "retry": most not counted (their
+// owner was down), some counted all the same (a forward that timed out
+// after the aggregator counted it).
 type flakyIngest struct {
 	adclickv1.UnimplementedIngestServiceServer
 	mu       sync.Mutex
@@ -26,6 +29,7 @@ type flakyIngest struct {
 	counts   map[[2]int64]int64 // (ad index, minute) -> distinct clicks
 	requests int
 	breaks   int
+	retried  int
 }
 
 func (f *flakyIngest) IngestStream(st adclickv1.IngestService_IngestStreamServer) error {
@@ -43,18 +47,26 @@ func (f *flakyIngest) IngestStream(st adclickv1.IngestService_IngestStreamServer
 			return status.Error(codes.Unavailable, "aggregator unreachable (test)")
 		}
 		resp := &adclickv1.IngestResponse{}
-		for _, ev := range req.Events {
+		for i, ev := range req.Events {
+			if n%5 == 0 && i%3 != 2 {
+				resp.Retry = append(resp.Retry, int32(i))
+				f.retried++
+				if i%3 == 0 {
+					continue // not processed
+				}
+				if !f.seen[ev.ClickId] { // processed, answer lost
+					f.seen[ev.ClickId] = true
+					f.count(ev)
+				}
+				continue
+			}
 			if f.seen[ev.ClickId] {
 				resp.Duplicates++
 				continue
 			}
 			f.seen[ev.ClickId] = true
 			resp.Accepted++
-			var ad int64
-			for _, ch := range ev.AdId[len("ad-"):] {
-				ad = ad*10 + int64(ch-'0')
-			}
-			f.counts[[2]int64{ad, clock.Minute(ev.ClickTime.AsTime())}]++
+			f.count(ev)
 		}
 		f.mu.Unlock()
 		if n%11 == 0 {
@@ -64,6 +76,14 @@ func (f *flakyIngest) IngestStream(st adclickv1.IngestService_IngestStreamServer
 			return err
 		}
 	}
+}
+
+func (f *flakyIngest) count(ev *adclickv1.ClickEvent) {
+	var ad int64
+	for _, ch := range ev.AdId[len("ad-"):] {
+		ad = ad*10 + int64(ch-'0')
+	}
+	f.counts[[2]int64{ad, clock.Minute(ev.ClickTime.AsTime())}]++
 }
 
 // TestSendRetriesFailedRequests breaks streams while the generator sends
@@ -102,7 +122,7 @@ func TestSendRetriesFailedRequests(t *testing.T) {
 	r.Send(context.Background())
 	res := r.Result(nil)
 	t.Logf("result: %+v; server: %d requests, %d broken streams", res, srv.requests, srv.breaks)
-	if res.Retries == 0 || srv.breaks == 0 {
+	if res.Retries == 0 || srv.breaks == 0 || srv.retried == 0 {
 		t.Fatalf("no retries (%d) or no broken streams (%d): the test did not exercise retries", res.Retries, srv.breaks)
 	}
 	if res.Errors != 0 || res.AckMismatches != 0 || res.LateSent == 0 || res.DuplicatesSent == 0 {

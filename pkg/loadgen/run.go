@@ -216,15 +216,32 @@ func (r *Runner) handle(s *stream, req *request, resp *adclickv1.IngestResponse)
 		}
 		r.errors.Add(int64(len(resp.Rejected)))
 	}
-	var rejFresh, rejResend int64
-	for i := range rejected {
-		if int(i) >= len(req.fresh) {
-			continue
+	// Events listed in retry were not processed: they are sent again as
+	// they are, and neither expected nor counted now.
+	var retried map[int32]bool
+	if len(resp.Retry) > 0 {
+		retried = make(map[int32]bool, len(resp.Retry))
+		s.mu.Lock()
+		for _, i := range resp.Retry {
+			if int(i) < len(req.clicks) && !retried[i] {
+				retried[i] = true
+				s.again = append(s.again, againClick{c: req.clicks[i], fresh: req.fresh[i]})
+			}
 		}
-		if req.fresh[i] {
-			rejFresh++
-		} else {
-			rejResend++
+		s.mu.Unlock()
+		r.retries.Add(int64(len(retried)))
+	}
+	var rejFresh, rejResend int64
+	for _, set := range []map[int32]bool{rejected, retried} {
+		for i := range set {
+			if int(i) >= len(req.fresh) {
+				continue
+			}
+			if req.fresh[i] {
+				rejFresh++
+			} else {
+				rejResend++
+			}
 		}
 	}
 	wantAcc, wantDup := int64(req.nFresh)-rejFresh, int64(req.nResend)-rejResend
@@ -236,7 +253,7 @@ func (r *Runner) handle(s *stream, req *request, resp *adclickv1.IngestResponse)
 		r.ackMismatch.Add(1)
 		r.logf("response mismatch (attempt %d): accepted %d duplicates %d, want %d and %d", req.attempt, resp.Accepted, resp.Duplicates, wantAcc, wantDup)
 	}
-	take := func(i int) bool { return req.fresh[i] && !rejected[int32(i)] }
+	take := func(i int) bool { return req.fresh[i] && !rejected[int32(i)] && !retried[int32(i)] }
 	r.exp.AddClicks(req.clicks, take)
 	var again int
 	for i := range req.clicks {
@@ -253,7 +270,7 @@ func (r *Runner) handle(s *stream, req *request, resp *adclickv1.IngestResponse)
 		}
 		s.mu.Unlock()
 	}
-	r.acked.Add(int64(len(req.clicks) - len(rejected)))
+	r.acked.Add(int64(len(req.clicks) - len(rejected) - len(retried)))
 	r.dupSent.Add(wantDup)
 	r.lateSent.Add(int64(req.nLate))
 }

@@ -59,6 +59,14 @@ type stream struct {
 
 	mu     sync.Mutex
 	resend []Click // acknowledged clicks to send again
+	// again are clicks a response listed in retry (their owner could not
+	// take them): sent again as they were, fresh ones still fresh.
+	again []againClick
+}
+
+type againClick struct {
+	c     Click
+	fresh bool
 }
 
 func newStream(r *Runner, client adclickv1.IngestServiceClient, idx int) *stream {
@@ -219,6 +227,16 @@ func (s *stream) next(ctx context.Context) *request {
 			s.held = s.held[1:]
 		}
 		s.mu.Lock()
+		if len(s.again) > 0 {
+			// Whether they were counted is unknown (a timed-out forward may
+			// have been): the request's answers are checked as a retry's.
+			req.attempt = 1
+		}
+		a := min(len(s.again), cfg.Batch-len(req.clicks))
+		for _, c := range s.again[:a] {
+			req.add(c.c, c.fresh, false)
+		}
+		s.again = s.again[:copy(s.again, s.again[a:])]
 		k := min(len(s.resend), cfg.Batch-len(req.clicks))
 		for _, c := range s.resend[:k] {
 			req.add(c, false, false)
@@ -249,7 +267,7 @@ func (s *stream) next(ctx context.Context) *request {
 		s.free <- req
 		if s.r.mainOver() && len(s.held) == 0 && s.outstanding.Load() == 0 {
 			s.mu.Lock()
-			empty := len(s.resend) == 0
+			empty := len(s.resend) == 0 && len(s.again) == 0
 			s.mu.Unlock()
 			if empty {
 				return nil

@@ -108,7 +108,11 @@ func (n *Aggregator) joinRing(initial []string) error {
 		if h == nil {
 			founders := append(slices.Clone([]string(initial)), id)
 			n.env.Log.Info("founding the ring history", "aggregators", founders)
-			return ring.Founding(founders, now, ring.DefaultViewTTL), nil
+			ttl := n.common.RingViewTTL
+			if ttl == 0 {
+				ttl = ring.DefaultViewTTL
+			}
+			return ring.Founding(founders, now, ttl), nil
 		}
 		if slices.Contains(h.Latest().Aggregators, id) || h.PendingDrain(id) != nil {
 			return nil, ring.ErrNoChange
@@ -158,6 +162,9 @@ func (n *Aggregator) drainLoop(ctx context.Context) {
 func (n *Aggregator) handOver(ctx context.Context, d ring.Drain) error {
 	if n.env.Clock.Now().Before(clock.MinuteTime(d.Cutover)) {
 		return nil // still owns its minutes
+	}
+	if waits := n.ring.Current().History().HeirOfPending(n.common.NodeID); len(waits) > 0 {
+		return fmt.Errorf("heir of %v, which have not handed over yet: waiting for them first", waits)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	_ = n.agg.WaitDelivered(wctx) // most partials leave before the freeze

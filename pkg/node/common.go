@@ -12,6 +12,7 @@ import (
 	"github.com/adclick/adclick/pkg/flagenv"
 	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
+	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/server"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
@@ -51,7 +52,10 @@ type Common struct {
 	// Aggregators not in it, or started once a history exists, join at a
 	// future minute (ring.History.Join).
 	InitialAggregators flagenv.StringList
-	Gossip             gossip.Config // --gossip-* (memberlist)
+	// RingViewTTL (aggregators) is written into the ring history when this
+	// node founds it: how long a node may act on an unconfirmed view.
+	RingViewTTL time.Duration
+	Gossip      gossip.Config // --gossip-* (memberlist)
 }
 
 // RegisterFlags registers the shared flags with role-specific defaults.
@@ -82,6 +86,10 @@ func (c *Common) RegisterFlags(fs *flag.FlagSet, role Role) {
 		fs.Var(&c.InitialAggregators, "initial-aggregators",
 			"comma-separated ids of the aggregators that found the ring when none exists yet (the same list on each; default: this node alone); later ones join at a future minute")
 	}
+	if role == RoleAggregator {
+		fs.DurationVar(&c.RingViewTTL, "ring-view-ttl", ring.DefaultViewTTL,
+			"when this node founds the ring history: how long any node may act on its view of it without confirming it with etcd; every ring change takes effect at least 75s plus this ahead")
+	}
 	if role == RoleRouter {
 		fs.StringVar(&c.NodeID, "node-id", "", "id of this router in the cluster, shown by `adclick admin status` (default: host name and gRPC port)")
 	}
@@ -109,6 +117,9 @@ func (c Common) Validate(role Role) error {
 	}
 	if err := c.Gossip.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.RingViewTTL != 0 && (c.RingViewTTL < time.Second || c.RingViewTTL%time.Second != 0) {
+		errs = append(errs, fmt.Errorf("--ring-view-ttl=%s: a whole number of seconds, at least 1s", c.RingViewTTL))
 	}
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--lease-ttl=%s: at least 1s", c.LeaseTTL))

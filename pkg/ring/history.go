@@ -203,6 +203,19 @@ func (h *History) PendingDrain(id string) *Drain {
 	return nil
 }
 
+// HeirOfPending returns the nodes whose pending drains name id as heir.
+// id must not hand over itself before they have: its copy of their click
+// ids would otherwise miss from what it passes on.
+func (h *History) HeirOfPending(id string) []string {
+	var out []string
+	for _, d := range h.Drains {
+		if d.Heir == id && !d.HandedOver {
+			out = append(out, d.Node)
+		}
+	}
+	return out
+}
+
 // Validate checks the invariants every stored history keeps.
 func (h *History) Validate() error {
 	if len(h.Eras) == 0 {

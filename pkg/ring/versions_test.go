@@ -115,6 +115,12 @@ func TestDrainAndHandOver(t *testing.T) {
 		t.Fatal("b owned nothing")
 	}
 	// The heir drains too: b's minutes follow the chain to the next heir.
+	if got := d.HeirOfPending("a"); len(got) != 1 || got[0] != "b" {
+		t.Fatalf("a is heir of pending drains %v, want [b]", got)
+	}
+	if got := ho.HeirOfPending("a"); len(got) != 0 {
+		t.Fatalf("after the hand-over a is still heir of %v", got)
+	}
 	d2, _, err := ho.Drain("a", "c", t0.Add(10*time.Minute))
 	if err != nil {
 		t.Fatal(err)

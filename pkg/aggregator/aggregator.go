@@ -28,9 +28,13 @@ import (
 // futureLimit is how far after now a click_time may be.
 const futureLimit = time.Minute
 
-// FilterSource gives the current filter snapshot. Current must be cheap
-// and safe for concurrent use.
-type FilterSource interface{ Current() *filter.Set }
+// FilterSource gives the current filter snapshot (filter.Watcher). Safe
+// for concurrent use; both methods must be cheap.
+type FilterSource interface {
+	Current() *filter.Set
+	// Fresh tells whether the view was confirmed against etcd within ttl.
+	Fresh(ttl time.Duration) bool
+}
 
 // MemberSource gives the registered reducers and notifies of changes.
 type MemberSource interface {
@@ -285,6 +289,12 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 		return nil, status.Errorf(codes.Unavailable, "aggregator %s cannot confirm its view of the ring history with etcd (older than the view TTL): it takes no click it might not own; retry the batch (duplicates are safe)", a.cfg.NodeID)
 	}
 	rv := a.ring.Current()
+	if !a.filters.Fresh(rv.History().ViewTTL()) {
+		// A filter created meanwhile takes effect a TTL and more ahead: a
+		// view confirmed within the TTL has every filter in effect now.
+		a.m.refused.WithLabelValues("filter_view_stale").Inc()
+		return nil, status.Errorf(codes.Unavailable, "aggregator %s cannot confirm its filters with etcd (older than the view TTL): it takes no click it might count short for a filter; retry the batch (duplicates are safe)", a.cfg.NodeID)
+	}
 	self := rv.Index(a.cfg.NodeID)
 	set := a.filters.Current()
 	useFilters := set.Len() > 0

@@ -35,6 +35,8 @@ type fixedFilters struct{ set *filter.Set }
 
 func (f fixedFilters) Current() *filter.Set { return f.set }
 
+func (f fixedFilters) Fresh(time.Duration) bool { return true }
+
 // testFilters: 1 = country US, 2 = ips in 10.0.0.0/8 or 192.0.2.7,
 // 3 = user u1 from minute eff3 on.
 func testFilters(t testing.TB, eff3 int64) *filter.Set {

@@ -41,7 +41,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		notOwned:  events.WithLabelValues("not_owner"),
 		refused: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "adclick_aggregator_refused_batches_total",
-			Help: "Forward batches refused whole with UNAVAILABLE: ring_view_stale (etcd not confirmed within the view TTL), handing_over (a drain hands click ids to the heir).",
+			Help: "Forward batches refused whole with UNAVAILABLE: ring_view_stale or filter_view_stale (etcd not confirmed within the view TTL), handing_over (a drain hands click ids to the heir).",
 		}, []string{"reason"}),
 		handOverIDs: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "adclick_aggregator_handover_ids_total",

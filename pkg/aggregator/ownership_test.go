@@ -193,3 +193,20 @@ func TestHandOverMovesLateClicksExactly(t *testing.T) {
 		t.Fatalf("heir counted %d late clicks of agg-1's minute, want 10", total)
 	}
 }
+
+// staleFilters is a filter view that could not be confirmed with etcd.
+type staleFilters struct{ fixedFilters }
+
+func (staleFilters) Fresh(time.Duration) bool { return false }
+
+// TestStaleFiltersRefuseBatch: an aggregator whose filter view is older
+// than the TTL takes nothing, since a filter in effect may be missing from
+// it (it would count short and still say complete).
+func TestStaleFiltersRefuseBatch(t *testing.T) {
+	env := newTestAggregator(t, start, nil, nil)
+	env.agg.filters = staleFilters{}
+	_, err := env.agg.Forward(context.Background(), &clusterv1.ForwardRequest{Events: []*adclickv1.ClickEvent{click("a", "ad", start)}})
+	if status.Code(err) != codes.Unavailable {
+		t.Fatalf("stale filters: %v, want UNAVAILABLE", err)
+	}
+}

@@ -1,17 +1,20 @@
 package filter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/etcdkv"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -23,11 +26,19 @@ var (
 	seqKey    = etcdkv.Prefix + "filter-seq"
 )
 
-// Lead is how far in the future a new filter takes effect: past the
-// one-minute bound on future clicks, so that no aggregator has counted a
-// click of the effective minute before the filter reaches it through its
-// watch.
-const Lead = 2 * time.Minute
+// DefaultLead is how far ahead of its creation a new filter takes effect
+// (rounded up to a minute boundary): a click may lie 60 s in the future,
+// an aggregator takes clicks only while its filter view was confirmed
+// against etcd within the view TTL (30 s by default), plus 5 s of clock
+// skew and 10 s for the write to commit. Every aggregator that counts a
+// click of the effective minute therefore has the filter: a filter never
+// counts short while saying complete. The same rule as a ring change
+// (ring.History.Lead); the router sets it from the ring's TTL.
+const DefaultLead = 105 * time.Second
+
+// confirmEvery is how often a Watcher re-reads the filters to confirm its
+// view is current.
+const confirmEvery = 5 * time.Second
 
 func key(id int64) string { return fmt.Sprintf("%s%020d", keyPrefix, id) }
 
@@ -35,11 +46,27 @@ func key(id int64) string { return fmt.Sprintf("%s%020d", keyPrefix, id) }
 type Store struct {
 	cli   *clientv3.Client
 	clock clock.Clock
+	lead  func() time.Duration
 }
 
-// NewStore returns a store on cli.
+// NewStore returns a store on cli whose filters take effect DefaultLead
+// ahead.
 func NewStore(cli *clientv3.Client, clk clock.Clock) *Store {
-	return &Store{cli: cli, clock: clk}
+	return &Store{cli: cli, clock: clk, lead: func() time.Duration { return DefaultLead }}
+}
+
+// SetLead makes new filters take effect lead() ahead (at least
+// DefaultLead's one minute of future clicks); call it before use.
+func (s *Store) SetLead(lead func() time.Duration) { s.lead = lead }
+
+// EffectiveFrom is the first minute boundary at or after now + lead.
+func EffectiveFrom(now time.Time, lead time.Duration) int64 {
+	t := now.Add(lead)
+	m := clock.Minute(t)
+	if m < t.Unix() || t.Nanosecond() > 0 && m == t.Unix() {
+		m += 60
+	}
+	return m
 }
 
 // DefaultMaxFilters bounds the number of filters: every click is matched
@@ -65,7 +92,7 @@ func (s *Store) CreateAtMost(ctx context.Context, f Filter, max int) (Filter, er
 	if err != nil {
 		return f, err
 	}
-	f.EffectiveFrom = clock.Minute(s.clock.Now().Add(Lead))
+	f.EffectiveFrom = EffectiveFrom(s.clock.Now(), s.lead())
 	for {
 		read, err := s.cli.Txn(ctx).Then(
 			clientv3.OpGet(seqKey),
@@ -151,24 +178,88 @@ func decodeAll(kvs map[string][]byte) ([]Filter, error) {
 	return s.All(), errors.Join(errs...)
 }
 
-// Watcher keeps the current filter set. Safe for concurrent use.
+// Watcher keeps the current filter set and knows how recently it was
+// confirmed current. Safe for concurrent use.
 type Watcher struct {
-	set atomic.Pointer[Set]
-	log *slog.Logger
+	set       atomic.Pointer[Set]
+	log       *slog.Logger
+	cli       *clientv3.Client
+	confirmed atomic.Pointer[time.Time] // monotonic: when a read that the set reflects began
+	mu        sync.Mutex
+	raw       map[string][]byte // what the watch applied last
 }
 
-// Watch loads the filters and follows changes until ctx is done. When it
+// Watch loads the filters and follows changes until ctx is done; it also
+// re-reads them every few seconds, which confirms the view (Fresh). When it
 // returns, Current is already populated.
 func Watch(ctx context.Context, cli *clientv3.Client, log *slog.Logger) (*Watcher, error) {
-	w := &Watcher{log: log}
+	w := &Watcher{log: log, cli: cli}
 	w.set.Store(&Set{byID: map[int64]Filter{}})
+	began := time.Now()
 	if _, err := etcdkv.NewPrefixCache(ctx, cli, keyPrefix, log, w.update); err != nil {
 		return nil, fmt.Errorf("watch filters: %w", err)
 	}
+	w.confirmed.Store(&began)
+	go w.confirmLoop(ctx)
 	return w, nil
 }
 
+// confirmLoop re-reads the filters every confirmEvery: the watch applies
+// changes as they come, and a successful read proves nothing was missed.
+func (w *Watcher) confirmLoop(ctx context.Context) {
+	t := time.NewTicker(confirmEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		began := time.Now()
+		rctx, cancel := context.WithTimeout(ctx, confirmEvery)
+		resp, err := w.cli.Get(rctx, keyPrefix, clientv3.WithPrefix())
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				w.log.Warn("filters: cannot confirm the view against etcd", "err", err)
+			}
+			continue
+		}
+		// Confirm only when etcd holds exactly what the watch applied; a
+		// difference is a change the watch is about to deliver (or a broken
+		// watch, which re-lists by itself): confirm at the next read.
+		if w.matches(resp.Kvs) {
+			w.confirmed.Store(&began)
+		}
+	}
+}
+
+func (w *Watcher) matches(kvs []*mvccpb.KeyValue) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if len(kvs) != len(w.raw) {
+		return false
+	}
+	for _, kv := range kvs {
+		if v, ok := w.raw[string(kv.Key)]; !ok || !bytes.Equal(v, kv.Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// Fresh tells whether the filter view was confirmed current within ttl:
+// an aggregator takes clicks only while it is, so it never counts a click
+// of a filter's effective minute without the filter.
+func (w *Watcher) Fresh(ttl time.Duration) bool {
+	c := w.confirmed.Load()
+	return c != nil && time.Since(*c) < ttl
+}
+
 func (w *Watcher) update(kvs map[string][]byte) {
+	w.mu.Lock()
+	w.raw = kvs
+	w.mu.Unlock()
 	fs, err := decodeAll(kvs)
 	if err != nil {
 		w.log.Warn("filters", "err", err)

@@ -41,8 +41,24 @@ func TestStoreAndWatcherWithEtcd(t *testing.T) {
 	if f1.ID != 1 || f2.ID != 2 {
 		t.Fatalf("ids %d, %d; want 1, 2", f1.ID, f2.ID)
 	}
-	if want := clock.Minute(now.Add(Lead)); f1.EffectiveFrom != want {
-		t.Fatalf("effective from %d, want %d", f1.EffectiveFrom, want)
+	// 12:00:30 + 105 s = 12:02:15, rounded up: 12:03. A click may lie 60 s
+	// ahead and an aggregator act on a view up to the 30 s TTL old: the
+	// effective minute must start after both, whatever the second of
+	// creation.
+	if want := time.Date(2026, 3, 1, 12, 3, 0, 0, time.UTC).Unix(); f1.EffectiveFrom != want {
+		t.Fatalf("effective from %s, want %s", time.Unix(f1.EffectiveFrom, 0).UTC(), time.Unix(want, 0).UTC())
+	}
+	for sec := 0; sec < 60; sec += 7 {
+		at := now.Add(time.Duration(sec) * time.Second)
+		if from := EffectiveFrom(at, DefaultLead); time.Unix(from, 0).Sub(at) < DefaultLead || from%60 != 0 {
+			t.Fatalf("created at %s: effective from %s, less than %s ahead", at, time.Unix(from, 0).UTC(), DefaultLead)
+		}
+	}
+	if !w.Fresh(time.Second) {
+		t.Fatal("a view just read is not fresh")
+	}
+	if w.Fresh(0) {
+		t.Fatal("fresh within 0s")
 	}
 	if _, err := st.Create(ctx, Filter{Countries: []string{"xyz"}}); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("invalid create: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"time"
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/filter"
@@ -64,7 +65,7 @@ func (n *Router) start(cfg router.Config, env Env) error {
 	n.rt, err = router.New(cfg, router.Deps{
 		Clock: env.Clock, Log: env.Log, Reg: n.srv.Registry,
 		Aggregators: aggs, Reducers: reds, Filters: filters, Ring: n.ring, Liveness: n.gossip,
-		FilterStore: filter.NewStore(n.etcd, env.Clock),
+		FilterStore: n.filterStore(env),
 	})
 	if err != nil {
 		return err
@@ -88,4 +89,13 @@ func (n *Router) Stop(ctx context.Context) error {
 	n.srv.Stop(ctx)
 	n.stopAll()
 	return n.rt.Close()
+}
+
+// filterStore makes new filters take effect as far ahead as a ring change
+// (the ring's view TTL is also how long an aggregator may go without
+// confirming its filters).
+func (n *Router) filterStore(env Env) *filter.Store {
+	s := filter.NewStore(n.etcd, env.Clock)
+	s.SetLead(func() time.Duration { return n.ring.Current().History().Lead() })
+	return s
 }

@@ -60,7 +60,7 @@ func (s *fakeStore) Create(_ context.Context, f filter.Filter) (filter.Filter, e
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.next++
-	f.ID, f.EffectiveFrom = s.next, clock.Minute(s.clock.Now().Add(filter.Lead))
+	f.ID, f.EffectiveFrom = s.next, filter.EffectiveFrom(s.clock.Now(), filter.DefaultLead)
 	if s.byID == nil {
 		s.byID = map[int64]filter.Filter{}
 	}

@@ -195,7 +195,7 @@ func TestFilterService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantFrom := clock.Minute(testNow.Add(filter.Lead))
+	wantFrom := filter.EffectiveFrom(testNow, filter.DefaultLead)
 	if f.Id != 1 || f.Countries[0] != "US" || clock.Minute(f.EffectiveFrom.AsTime()) != wantFrom {
 		t.Fatalf("created %v", f)
 	}

@@ -332,6 +332,9 @@ func checkAggregators(t *testing.T, r *rendered, vals map[string]any) {
 			cmd[len(cmd)-1] != "$(POD_NAME)" || !slices.Contains(cmd, "--etcd-endpoints="+flags["etcd-endpoints"]) {
 			t.Errorf("aggregator preStop %q: want /adclick admin drain --wait --etcd-endpoints=<the node's> $(POD_NAME)", cmd)
 		}
+		if want := fmt.Sprintf("--timeout=%ds", drain); !slices.Contains(cmd, want) {
+			t.Errorf("aggregator preStop %q: want %s, so the drain gives up before the grace period ends", cmd, want)
+		}
 	} else if c.Lifecycle != nil && c.Lifecycle.PreStop != nil {
 		t.Error("aggregator: drainOnStop is off but a preStop hook is set")
 	}

@@ -52,6 +52,8 @@ type History struct {
 	ViewTTLSeconds int64   `json:"view_ttl_seconds"`
 	Eras           []Era   `json:"eras"`
 	Drains         []Drain `json:"drains,omitempty"`
+	// Grants split hot ads over several aggregators (grants.go).
+	Grants []Grant `json:"grants,omitempty"`
 }
 
 // Era is one version of the ring: from minute From until the next era's
@@ -125,6 +127,10 @@ func (h *History) Clone() *History {
 		e.Aggregators = slices.Clone(e.Aggregators)
 		out.Eras = append(out.Eras, e)
 	}
+	for _, g := range h.Grants {
+		g.Nodes = slices.Clone(g.Nodes)
+		out.Grants = append(out.Grants, g)
+	}
 	return out
 }
 
@@ -175,6 +181,7 @@ func (h *History) Drain(id, heir string, now time.Time) (*History, int64, error)
 	out := h.Clone()
 	out.Eras = append(out.Eras, Era{From: from, Aggregators: rest, Cause: "drain " + id, ProposedAt: now.Unix()})
 	out.Drains = append(out.Drains, Drain{Node: id, Cutover: from, Heir: heir, ProposedAt: now.Unix()})
+	out.endGrantsOf(id, from)
 	return out, from, nil
 }
 
@@ -235,13 +242,14 @@ func (h *History) Validate() error {
 			return fmt.Errorf("ring history: era %d starts at %d, not a minute boundary", i, e.From)
 		}
 	}
-	return nil
+	return h.validateGrants()
 }
 
 // CheckAppendOnly tells whether next only appends to h: the same eras
 // (then new ones, each at or after the earliest change at now), the same
-// drains (a pending one may become handed over), and new drains matching
-// new eras.
+// drains (a pending one may become handed over), new drains matching
+// new eras, and the same grants (an open one may get its end, at or after
+// the earliest change) then new ones from the earliest change on.
 func CheckAppendOnly(h, next *History, now time.Time) error {
 	if err := next.Validate(); err != nil {
 		return err
@@ -274,7 +282,7 @@ func CheckAppendOnly(h, next *History, now time.Time) error {
 			return fmt.Errorf("ring history: drain of %s would be rewritten", d.Node)
 		}
 	}
-	return nil
+	return checkGrantsAppendOnly(h, next, earliest)
 }
 
 // Span is a stretch of minutes [From, Until) an aggregator owns; Until is

@@ -4,6 +4,8 @@ import (
 	"math"
 	"slices"
 	"sort"
+
+	"github.com/cespare/xxhash/v2"
 )
 
 // Versions routes a click by its ad and its minute, as a History says: a
@@ -19,6 +21,15 @@ type Versions struct {
 	eras  []era // ascending by from
 	// heirs[i] lists, for aggregator i, its handed-over drains by cut-over.
 	heirs [][]heir
+	// grants lists each split ad's grants; nil when there is none, so
+	// routing without a split costs nothing more.
+	grants map[string][]vgrant
+}
+
+// vgrant is a Grant with its nodes as indexes into ids.
+type vgrant struct {
+	from, until int64 // until 0: open
+	nodes       []int32
 }
 
 type era struct {
@@ -70,7 +81,53 @@ func NewVersions(h *History) *Versions {
 	for _, hs := range v.heirs {
 		sort.Slice(hs, func(a, b int) bool { return hs[a].cutover < hs[b].cutover })
 	}
+	for _, g := range h.Grants {
+		if g.Until != 0 && g.Until <= g.From {
+			continue // ended before it took effect
+		}
+		if v.grants == nil {
+			v.grants = map[string][]vgrant{}
+		}
+		vg := vgrant{from: g.From, until: g.Until}
+		for _, n := range g.Nodes {
+			vg.nodes = append(vg.nodes, int32(v.index[n]))
+		}
+		v.grants[g.AdID] = append(v.grants[g.AdID], vg)
+	}
 	return v
+}
+
+// OwnerAt returns the position in IDs of the aggregator that owns the click
+// clickID of adID in minute, or -1 when no era covers that minute. Within a
+// grant splitting adID the click goes to the grant's piece
+// Nodes[xxhash(clickID) % Fanout] (then hand-overs apply as for any owner),
+// so every copy of one click reaches the same aggregator; otherwise it is
+// IndexAt. It does not allocate.
+func (v *Versions) OwnerAt(adID, clickID string, minute int64) int {
+	if v.grants != nil {
+		if g := v.grantAt(adID, minute); g != nil {
+			return v.resolve(int(g.nodes[xxhash.Sum64String(clickID)%uint64(len(g.nodes))]), minute)
+		}
+	}
+	return v.IndexAt(adID, minute)
+}
+
+// Split tells whether adID is split over several aggregators in minute.
+func (v *Versions) Split(adID string, minute int64) bool {
+	return v.grants != nil && v.grantAt(adID, minute) != nil
+}
+
+// HasGrants tells whether any grant exists in the history.
+func (v *Versions) HasGrants() bool { return v.grants != nil }
+
+func (v *Versions) grantAt(adID string, minute int64) *vgrant {
+	gs := v.grants[adID]
+	for i := range gs {
+		if g := &gs[i]; g.from <= minute && (g.until == 0 || minute < g.until) {
+			return g
+		}
+	}
+	return nil
 }
 
 // History is the history these versions route by.

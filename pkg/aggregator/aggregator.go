@@ -85,16 +85,24 @@ type Aggregator struct {
 	failed     chan struct{} // closed by fail
 	failOnce   sync.Once
 
+	// commitMu serializes commits (tick, Flush, Freeze); Forward never takes it.
+	commitMu sync.Mutex
+
 	// mu guards the counting state below; Forward holds it once per batch,
-	// so dedup, counting and the log append are one atomic step, and tick
-	// holds it while it makes closed minutes durable.
+	// so dedup, counting and the log append are one atomic step. A commit
+	// holds it only to take closed minutes out and to install the result.
 	mu       sync.Mutex
 	seen     *dedup.Set // ids of open minutes and of late clicks not yet durable
 	counter  *window.Counter
 	meta     aggstate.Meta       // as last committed
 	horizon  int64               // minutes before this are rejected and forgotten; never decreases
 	segs     map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
-	commits  uint64              // state commits so far
+	commits  uint64              // state commits done
+	// commitsStarted counts commits whose set of click ids is fixed: a late
+	// click appended after that is in a later commit.
+	commitsStarted uint64
+	closing        *dedup.Frozen // ids of the commit being written: still looked up by Forward
+	commitHook     func()        // tests: runs while a commit writes, without the lock
 	draining bool                // Flush started: Forward refuses new clicks
 	handing  bool                // handing over to the heir: Forward refuses every click
 	closed   bool                // Close (or a simulated crash) released the storage
@@ -110,7 +118,7 @@ type Aggregator struct {
 type segInfo struct {
 	maxMinute int64
 	hasLate   bool
-	lateAt    uint64 // commits when the last late click was appended
+	lateAt    uint64 // commitsStarted when the last late click was appended
 }
 
 // New opens (or creates) the aggregator's state under Config.DataDir and
@@ -257,7 +265,7 @@ func (a *Aggregator) noteAppendLocked(seg uint64, minute int64, late bool) {
 	}
 	si.maxMinute = max(si.maxMinute, minute)
 	if late {
-		si.hasLate, si.lateAt = true, a.commits
+		si.hasLate, si.lateAt = true, a.commitsStarted
 	}
 }
 
@@ -340,12 +348,15 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 		id := ev.GetClickId()
 		isLate := minute < next
 		if isLate && !a.seen.Has(minute, id) {
-			// A closed minute's ids are only on disk.
-			dup, err := a.store.Seen(minute, id)
-			if err != nil {
-				err = a.failLocked(fmt.Errorf("look up a late click id: %w", err))
-				a.mu.Unlock()
-				return nil, err
+			// A closed minute's ids are on disk, or in the commit writing them.
+			dup := a.closing != nil && a.closing.Has(minute, id)
+			if !dup {
+				var err error
+				if dup, err = a.store.Seen(minute, id); err != nil {
+					err = a.failLocked(fmt.Errorf("look up a late click id: %w", err))
+					a.mu.Unlock()
+					return nil, err
+				}
 			}
 			if dup {
 				resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_DUPLICATE
@@ -479,65 +490,78 @@ func (a *Aggregator) advanceHorizonLocked(now time.Time) {
 // tick closes due minutes and makes them, the pending corrections and
 // their click ids durable, then hands them to the outbox.
 func (a *Aggregator) tick() error {
-	now := a.clock.Now()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.failErr != nil {
-		return a.failErr
-	}
-	if a.closed {
-		return nil
-	}
-	a.advanceHorizonLocked(now)
-	return a.commitLocked(now)
+	return a.commit(a.clock.Now())
 }
 
-// commitLocked closes the minutes due at now and commits, in one synced
-// batch: their partials and the pending corrections (taking the next
-// sequences), the click ids of both, and the meta (next minute, next
-// sequence, horizon, with the ids before the horizon deleted). Only then are
-// the partials handed to the outbox (a sequence is never sent before it is
-// durable, so it is never reused) and the ids dropped from memory.
-func (a *Aggregator) commitLocked(now time.Time) error {
+// idBatchBytes bounds one unsynced batch of click ids written by a commit:
+// a minute of millions of ids goes to Pebble in pieces, not one huge batch.
+const idBatchBytes = 32 << 20
+
+// commit closes the minutes due at now and makes durable, in order: the
+// click ids of the closed minutes and of the pending corrections (in
+// unsynced batches), then one synced batch with their partials (taking the
+// next sequences) and the meta (next minute, next sequence, horizon, with
+// the ids before the horizon deleted). Only then are the partials handed
+// to the outbox (a sequence is never sent before it is durable, so it is
+// never reused).
+//
+// Closing a minute must not stall ingest: under the lock, commit only takes
+// the closed minutes' ids out of the open set (a map operation per minute)
+// and keeps them where Forward's late-click lookup still finds them
+// (a.closing); writing and syncing millions of ids happens without the
+// lock. Commits are serialized by commitMu.
+func (a *Aggregator) commit(now time.Time) error {
+	a.commitMu.Lock()
+	defer a.commitMu.Unlock()
+
+	a.mu.Lock()
+	if a.failErr != nil || a.closed {
+		err := a.failErr
+		a.mu.Unlock()
+		return err
+	}
+	a.advanceHorizonLocked(now)
 	closed := a.counter.Close(now)
 	corrections := a.counter.Corrections()
 	next := a.counter.Next()
 	if len(closed) == 0 && len(corrections) == 0 && a.horizon <= a.meta.Horizon {
+		a.mu.Unlock()
 		return nil
 	}
 	meta := a.meta
-	b := a.store.NewBatch()
-	a.seen.EachBefore(next, b.AddID)
+	frozen := a.seen.Detach(next)
+	a.closing = frozen
+	a.commitsStarted++
 	parts := make([]*clusterv1.Partial, 0, len(closed)+len(corrections))
 	for _, ps := range [][]window.Partial{closed, corrections} {
 		for _, p := range ps {
-			pp := toProto(p, meta.NextSeq)
+			parts = append(parts, toProto(p, meta.NextSeq))
 			meta.NextSeq++
-			if err := b.AddPartial(pp); err != nil {
-				b.Discard()
-				return a.failLocked(err)
-			}
-			parts = append(parts, pp)
 		}
 	}
 	if a.horizon > meta.Horizon {
-		b.ForgetIDsBefore(a.horizon)
 		meta.Horizon = a.horizon
 	}
 	meta.NextMinute = next
-	b.SetMeta(meta)
-	ids := b.IDs()
-	if err := b.Commit(); err != nil {
+	a.m.dedupIDs.Set(float64(a.seen.Len()))
+	a.mu.Unlock()
+
+	if a.commitHook != nil {
+		a.commitHook()
+	}
+	err := a.writeCommit(frozen, parts, meta)
+
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closing = nil
+	if err != nil {
 		// The closed minutes left the counter: this node cannot go on.
-		a.failLocked(fmt.Errorf("commit closed minutes: %w", err))
-		return a.failErr
+		return a.failLocked(fmt.Errorf("commit closed minutes: %w", err))
 	}
 	a.meta = meta
 	a.commits++
-	a.seen.Forget(next)
 	if err := a.ob.add(parts); err != nil {
-		a.failLocked(err)
-		return a.failErr
+		return a.failLocked(err)
 	}
 	for _, p := range closed {
 		if p.Closes {
@@ -545,11 +569,42 @@ func (a *Aggregator) commitLocked(now time.Time) error {
 		}
 	}
 	a.m.commits.Inc()
-	a.m.durableIDs.Add(float64(ids))
+	a.m.durableIDs.Add(float64(frozen.Len()))
 	a.m.openMinutes.Set(float64(a.counter.OpenMinutes()))
-	a.m.dedupIDs.Set(float64(a.seen.Len()))
 	a.removeSegmentsLocked()
 	return nil
+}
+
+// writeCommit writes frozen's ids in unsynced batches, then parts and meta
+// in one synced batch (which makes the earlier ones durable too).
+func (a *Aggregator) writeCommit(frozen *dedup.Frozen, parts []*clusterv1.Partial, meta aggstate.Meta) error {
+	b := a.store.NewBatch()
+	var err error
+	frozen.Each(func(minute int64, id string) {
+		if err != nil {
+			return
+		}
+		b.AddID(minute, id)
+		if b.Bytes() >= idBatchBytes {
+			err = b.CommitNoSync()
+			b = a.store.NewBatch()
+		}
+	})
+	if err != nil {
+		b.Discard()
+		return err
+	}
+	for _, p := range parts {
+		if err := b.AddPartial(p); err != nil {
+			b.Discard()
+			return err
+		}
+	}
+	if meta.Horizon > a.meta0.Horizon {
+		b.ForgetIDsBefore(meta.Horizon)
+	}
+	b.SetMeta(meta)
+	return b.Commit()
 }
 
 // removeSegmentsLocked deletes the oldest log segments whose clicks are all
@@ -638,14 +693,12 @@ func (a *Aggregator) err() error {
 func (a *Aggregator) Flush(ctx context.Context) error {
 	a.mu.Lock()
 	a.draining = true
-	var err error
-	if a.failErr == nil && !a.closed {
-		a.advanceHorizonLocked(a.clock.Now())
-		err = a.commitLocked(a.clock.Now())
-	}
+	ok := a.failErr == nil && !a.closed
 	a.mu.Unlock()
-	if err != nil {
-		return err
+	if ok {
+		if err := a.commit(a.clock.Now()); err != nil {
+			return err
+		}
 	}
 	if err := a.wal.Sync(); err != nil && !errors.Is(err, wal.ErrClosed) {
 		return a.fail(fmt.Errorf("sync the write-ahead log: %w", err))

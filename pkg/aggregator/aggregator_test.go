@@ -2,6 +2,7 @@ package aggregator
 
 import (
 	"context"
+	"fmt"
 	"maps"
 	"strings"
 	"testing"
@@ -307,4 +308,49 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestCommitDoesNotStallForward: while a commit writes a closed minute's
+// click ids, Forward goes on: new clicks are accepted, and a resend of a
+// click of the minute being written is still found a duplicate.
+func TestCommitDoesNotStallForward(t *testing.T) {
+	env := newTestAggregator(t, start, nil, nil)
+	var evs []*adclickv1.ClickEvent
+	for i := range 1000 {
+		evs = append(evs, click(fmt.Sprintf("c%d", i), fmt.Sprintf("ad-%d", i%7), start))
+	}
+	forward(t, env.agg, evs...)
+	writing, release := make(chan struct{}), make(chan struct{})
+	env.agg.commitHook = func() { close(writing); <-release }
+	env.clk.Add(time.Minute + env.cfg.AllowedLateness)
+	committed := make(chan error, 1)
+	go func() { committed <- env.agg.tick() }()
+	<-writing
+	done := make(chan *clusterv1.ForwardResponse, 1)
+	go func() {
+		resp, err := env.agg.Forward(context.Background(), &clusterv1.ForwardRequest{Events: []*adclickv1.ClickEvent{
+			evs[3], click("new", "ad-1", env.clk.Now()), click("late-new", "ad-2", start),
+		}})
+		if err != nil {
+			t.Error(err)
+		}
+		done <- resp
+	}()
+	select {
+	case resp := <-done:
+		if want := []clusterv1.EventStatus{duplicate, accepted, accepted}; fmt.Sprint(resp.GetStatus()) != fmt.Sprint(want) {
+			t.Fatalf("during the commit: %v, want %v", resp.GetStatus(), want)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Forward waited for the commit writing the closed minute's ids")
+	}
+	close(release)
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	env.agg.commitHook = nil
+	// After the commit the ids are on disk: the resend is still a duplicate.
+	if s := forward(t, env.agg, evs[5]).Status[0]; s != duplicate {
+		t.Fatalf("after the commit: %s", s)
+	}
 }

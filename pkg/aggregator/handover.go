@@ -96,29 +96,27 @@ var ErrNotClosed = errors.New("aggregator: minutes before the cut-over are still
 // and syncs; Thaw undoes it. It answers ErrNotClosed while minutes before
 // cutover are still open.
 func (a *Aggregator) Freeze(cutover int64) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.failErr != nil {
-		return a.failErr
-	}
-	if a.closed {
-		return errors.New("aggregator: closed")
-	}
-	now := a.clock.Now()
-	a.advanceHorizonLocked(now)
-	if err := a.commitLocked(now); err != nil {
+	if err := a.commit(a.clock.Now()); err != nil {
 		return err
 	}
-	if a.counter.Next() < cutover {
+	a.mu.Lock()
+	if a.failErr != nil || a.closed {
+		err := a.failErr
+		a.mu.Unlock()
+		if err == nil {
+			err = errors.New("aggregator: closed")
+		}
+		return err
+	}
+	if next := a.counter.Next(); next < cutover {
+		a.mu.Unlock()
 		return fmt.Errorf("%w: next minute to close is %s, cut-over %s", ErrNotClosed,
-			clock.MinuteTime(a.counter.Next()).Format("15:04"), clock.MinuteTime(cutover).Format("15:04"))
+			clock.MinuteTime(next).Format("15:04"), clock.MinuteTime(cutover).Format("15:04"))
 	}
 	a.handing = true
+	a.mu.Unlock()
 	// Corrections accepted before the freeze leave now, with their ids.
-	if err := a.commitLocked(now); err != nil {
-		return err
-	}
-	return nil
+	return a.commit(a.clock.Now())
 }
 
 // Thaw lets Forward take clicks again after Freeze (the ring history now

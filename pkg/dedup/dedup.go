@@ -73,6 +73,49 @@ func (s *Set) Forget(before int64) int {
 	return dropped
 }
 
+// Frozen is a set of minutes taken out of a Set by Detach: read-only, so
+// it may be read by one goroutine (writing it to disk) while its owner
+// consults it under its own lock.
+type Frozen struct {
+	minutes map[int64]*bucket
+	n       int
+}
+
+// Detach takes every minute before the given one out of s and returns
+// them; it costs one map operation per minute, not per id.
+func (s *Set) Detach(before int64) *Frozen {
+	f := &Frozen{minutes: make(map[int64]*bucket)}
+	for m, b := range s.minutes {
+		if m < before {
+			f.minutes[m] = b
+			f.n += b.n
+			delete(s.minutes, m)
+		}
+	}
+	if s.last != nil && s.lastMinute < before {
+		s.last = nil
+	}
+	s.n -= f.n
+	return f
+}
+
+// Has reports whether id is in f under minute.
+func (f *Frozen) Has(minute int64, id string) bool {
+	b := f.minutes[minute]
+	return b != nil && b.has(id)
+}
+
+// Len is the number of ids in f.
+func (f *Frozen) Len() int { return f.n }
+
+// Each calls fn for every id of f, minute by minute; the string is only
+// valid during the call.
+func (f *Frozen) Each(fn func(minute int64, id string)) {
+	for m, b := range f.minutes {
+		b.each(func(id string) { fn(m, id) })
+	}
+}
+
 // Len is the number of remembered ids.
 func (s *Set) Len() int { return s.n }
 

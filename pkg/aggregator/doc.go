@@ -13,12 +13,16 @@
 //   - DataDir/state, a Pebble database (package aggstate): the meta record
 //     (incarnation and FirstMinute, fixed at the first start; next
 //     sequence, next minute to close, late horizon), the outbox (partials
-//     by sequence) and the click ids of closed minutes. Each tick commits,
-//     in ONE synced batch, the partials of the minutes that close and of the
-//     pending corrections (taking the next sequences), their click ids and
-//     the new meta; only then do the partials enter the in-memory outbox and
-//     the ids leave memory. A sequence is thus never sent before it is
-//     durable, and never reused after a restart.
+//     by sequence) and the click ids of closed minutes. Each tick commits
+//     the partials of the minutes that close and of the pending corrections
+//     (taking the next sequences), their click ids and the new meta: the ids
+//     in unsynced batches, then ONE synced batch with partials and meta;
+//     only then do the partials enter the in-memory outbox. A sequence is
+//     thus never sent before it is durable, and never reused after a
+//     restart. Closing a minute does not stall ingest: under the counting
+//     lock a commit only takes the closed minutes' id buckets out of the
+//     open set (one map operation per minute) and keeps them where late
+//     clicks are still looked up; the writing happens without the lock.
 //
 // That database is the snapshot and the log after it is the rest: recovery
 // (New) loads meta and outbox, then replays the log, re-adding every click
@@ -37,6 +41,14 @@
 // are only on disk (key 'd'|minute|click_id, ~45 bytes per UUID before
 // compression), looked up (bloom filter first) for clicks of closed minutes,
 // and deleted with a range delete as their minute leaves the late horizon.
+//
+// Ownership (ring history, package ring): Forward counts only clicks this
+// aggregator owns for their minute by its view of the ring history and
+// answers NOT_OWNER for the others; it takes no click at all while that
+// view, or its filter view, was not confirmed against etcd within the
+// history's view TTL (every ring change and every filter takes effect more
+// than a TTL ahead, so a fresh view is never missing one that applies).
+// After a drain the node hands its click ids over to its heir (handover.go).
 //
 // Invariants: a click is either counted, logged and remembered or neither
 // (one lock per batch); partials of one incarnation carry sequences 1, 2,
@@ -64,6 +76,5 @@
 // Limits: a reducer that registers later starts from the oldest partial
 // still retained, so it cannot get partials every reducer registered before
 // it had already acknowledged; it logs an error and counts deliver errors
-// until an operator intervenes. Each tick's commit holds the counting lock
-// for one synced Pebble write. Losing the data dir loses what it held.
+// until an operator intervenes. Losing the data dir loses what it held.
 package aggregator

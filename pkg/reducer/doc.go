@@ -9,9 +9,9 @@
 // doc) for exact, fast queries; the invariant is that every minute at or
 // after the memory floor is in memory exactly as in Pebble, and windows that
 // reach before the floor are answered from Pebble (exact, slower). A minute
-// is complete when the aggregator membership is non-empty and every member
-// whose FirstMinute is at or before it has, in its registered incarnation,
-// closed it.
+// is complete when, by the ring history, every aggregator that owned it
+// (drained ones included; minutes before an aggregator's FirstMinute were
+// never open there) has closed it, in its registered incarnation.
 //
 // Retention: minutes older than Config.Retention are deleted from Pebble by
 // Run (at start, then hourly) and counts of such minutes arriving in

@@ -123,7 +123,9 @@ func TestGrantsAppendOnly(t *testing.T) {
 		change func(n *History)
 	}{
 		{"removed", func(n *History) { n.Grants = nil }},
-		{"nodes rewritten", func(n *History) { n.Grants[0].Nodes[1], n.Grants[0].Nodes[2] = n.Grants[0].Nodes[2], n.Grants[0].Nodes[1] }},
+		{"nodes rewritten", func(n *History) {
+			n.Grants[0].Nodes[1], n.Grants[0].Nodes[2] = n.Grants[0].Nodes[2], n.Grants[0].Nodes[1]
+		}},
 		{"from moved", func(n *History) { n.Grants[0].From += 60 }},
 		{"ends in the past", func(n *History) { n.Grants[0].Until = earliest - 60 }},
 		{"second open grant", func(n *History) {

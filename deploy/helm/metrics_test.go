@@ -149,7 +149,7 @@ func TestQueriesUseRegisteredMetrics(t *testing.T) {
 			check("dashboard variable "+v.Name, v.Definition)
 		}
 	}
-	for _, want := range []string{"Ingest rate", "Ack latency", "Minute-close lag: open minutes", "Late clicks", "Outbox", "Dedup ids", "Per-aggregator load", "Reducer query latency"} {
+	for _, want := range []string{"Ingest rate", "Ack latency", "Minute-close lag: open minutes", "Late clicks", "Outbox", "Dedup ids", "Per-aggregator load", "Hot grants", "Reducer query latency"} {
 		if !slices.Contains(titles, want) {
 			t.Errorf("dashboard lacks the panel %q", want)
 		}

@@ -3,5 +3,6 @@
 // decoded strictly into its Kubernetes API type, and the objects are
 // checked against each other (selectors, ports, flags, probes, the drain's
 // grace period). The dashboard's and alerts' queries are checked against
-// the metric names the code registers.
+// the metric names the code registers, and the chart's and the compose
+// file's --flags against the flags the code defines.
 package chart

@@ -16,8 +16,10 @@ func EnvName(name string) string {
 }
 
 // Parse parses args into fs, then sets every flag not given on the command
-// line from its environment variable, if set.
+// line from its environment variable, if set. It makes fs's usage (--help)
+// Usage: the flags, then the environment rule.
 func Parse(fs *flag.FlagSet, args []string) error {
+	fs.Usage = func() { Usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -35,6 +37,27 @@ func Parse(fs *flag.FlagSet, args []string) error {
 		}
 	})
 	return err
+}
+
+// Usage prints fs's flags with their defaults, as the flag package does,
+// then how the environment sets them, so --help tells of ADCLICK_*.
+func Usage(fs *flag.FlagSet) {
+	out := fs.Output()
+	if fs.Name() == "" {
+		fmt.Fprintln(out, "Usage:")
+	} else {
+		fmt.Fprintf(out, "Usage of %s:\n", fs.Name())
+	}
+	fs.PrintDefaults()
+	example := "some-flag"
+	fs.VisitAll(func(f *flag.Flag) {
+		if example == "some-flag" {
+			example = f.Name
+		}
+	})
+	fmt.Fprintf(out, "\nEvery flag can also be set in the environment: -%s as %s, and so on\n"+
+		"(ADCLICK_, then the flag name in capitals with _ for -). A flag on the command line wins.\n",
+		example, EnvName(example))
 }
 
 // StringList is a flag holding a comma-separated list.

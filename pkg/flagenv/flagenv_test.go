@@ -1,7 +1,9 @@
 package flagenv
 
 import (
+	"errors"
 	"flag"
+	"strings"
 	"testing"
 )
 
@@ -49,5 +51,23 @@ func TestStringList(t *testing.T) {
 	}
 	if l.String() != "a,b,c" {
 		t.Fatalf("got %q", l.String())
+	}
+}
+
+// TestHelpTellsOfEnvironment checks that --help names the ADCLICK_*
+// variables, with an example from the flag set itself.
+func TestHelpTellsOfEnvironment(t *testing.T) {
+	fs := flag.NewFlagSet("router", flag.ContinueOnError)
+	var out strings.Builder
+	fs.SetOutput(&out)
+	fs.String("grpc-addr", "127.0.0.1:7070", "gRPC listen address")
+	fs.Int("max-batch", 10000, "most events per request")
+	if err := Parse(fs, []string{"--help"}); !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("Parse(--help) = %v, want flag.ErrHelp", err)
+	}
+	for _, want := range []string{"Usage of router:", "-max-batch", "(default 10000)", "-grpc-addr as ADCLICK_GRPC_ADDR", "command line wins"} {
+		if !strings.Contains(out.String(), want) {
+			t.Fatalf("--help output lacks %q:\n%s", want, out.String())
+		}
 	}
 }

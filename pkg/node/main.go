@@ -56,7 +56,12 @@ func Main(role Role, args []string) int {
 		fmt.Fprintf(os.Stderr, "%s: %v\n", role, err)
 		return 2
 	}
+	// Every line of the process says which node it is, once: components
+	// add only their "component".
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel})).With("role", string(role))
+	if role != RoleRouter {
+		log = log.With("node", c.NodeID)
+	}
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer cancel()
 	n, err := start(Env{Log: log})

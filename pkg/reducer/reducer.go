@@ -87,8 +87,10 @@ func Open(cfg Config, deps Deps) (*Reducer, error) {
 	if deps.Reg == nil {
 		deps.Reg = prometheus.NewRegistry()
 	}
-	log := deps.Log.With("component", "reducer", "node", cfg.NodeID)
-	db, err := store.Open(filepath.Join(cfg.DataDir, "pebble"), log)
+	// Which node this is, the caller's logger says (node.Main, the dev
+	// cluster): adding it here again repeated the key on every line.
+	log := deps.Log.With("component", "reducer")
+	db, err := store.Open(filepath.Join(cfg.DataDir, "pebble"), deps.Log)
 	if err != nil {
 		return nil, fmt.Errorf("reducer: %w", err)
 	}

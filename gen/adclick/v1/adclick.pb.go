@@ -25,6 +25,12 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// One click. A retry must repeat the event exactly: a click is deduplicated
+// by click_id within the aggregator that owns its ad_id for the minute of its
+// click_time, so a resend that changes ad_id, or moves click_time into
+// another minute, can reach another owner or minute and is counted again.
+// Resend it unchanged: the first copy that arrives is the one counted, with
+// its user_id, ip and country; later copies only answer duplicate.
 type ClickEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ClickId       string                 `protobuf:"bytes,1,opt,name=click_id,json=clickId,proto3" json:"click_id,omitempty"`       // idempotency key (e.g. the impression id), 1..128 bytes

@@ -26,6 +26,8 @@ Usage:
   adclick admin owner AD [--at TIME] [--json]    which aggregator owns AD for the minute of TIME (default now)
   adclick admin drain NODE [--wait] [--json]     take an aggregator off the ring from a future minute; --wait until drained
   adclick admin remove NODE [--force] [--json]   forget a drained aggregator, or a stopped reducer
+  adclick admin split AD --fanout K [--json]     split a hot ad over K aggregators from a future minute (until unsplit)
+  adclick admin unsplit AD [--json]              end AD's split (an operator's or an aggregator's) at a future minute
 
 Common flags: --etcd-endpoints (default 127.0.0.1:2379, or ADCLICK_ETCD_ENDPOINTS), --json, --timeout.
 `
@@ -47,6 +49,7 @@ func runAdmin(args []string) int {
 	at := fs.String("at", "", "owner: a time (RFC 3339, default now)")
 	wait := fs.Bool("wait", false, "drain: wait until the node is drained")
 	force := fs.Bool("force", false, "remove: remove a node that is not drained, losing what it had not handed over")
+	fanout := fs.Int("fanout", 3, "split: the number of aggregators to split the ad over")
 	// Flags may come before or after the positional argument.
 	var pos []string
 	for len(args) > 0 {
@@ -64,7 +67,7 @@ func runAdmin(args []string) int {
 	if len(args) == 0 && len(pos) == 0 {
 		_ = flagenv.Parse(fs, nil)
 	}
-	need := map[string]int{"status": 0, "owner": 1, "drain": 1, "remove": 1}
+	need := map[string]int{"status": 0, "owner": 1, "drain": 1, "remove": 1, "split": 1, "unsplit": 1}
 	n, known := need[verb]
 	if !known {
 		fmt.Fprintf(os.Stderr, "adclick admin: unknown verb %q\n\n%s", verb, adminUsage)
@@ -121,6 +124,9 @@ func runAdmin(args []string) int {
 				fmt.Fprint(out, "; handed over by a drained aggregator")
 			}
 			fmt.Fprintln(out, ")")
+			if len(o.Split) > 0 {
+				fmt.Fprintf(out, "  split (hot ad): a click goes to piece xxhash(click_id) %% %d of %s\n", len(o.Split), strings.Join(o.Split, ","))
+			}
 		}
 	case "drain":
 		d, err := a.Drain(ctx, pos[0])
@@ -161,6 +167,25 @@ func runAdmin(args []string) int {
 			for _, l := range r.Lost {
 				fmt.Fprintln(out, "  lost: "+l)
 			}
+		}
+	case "split", "unsplit":
+		var g *admin.HotAd
+		if verb == "split" {
+			g, err = a.Split(ctx, pos[0], *fanout)
+		} else {
+			g, err = a.Unsplit(ctx, pos[0])
+		}
+		if err != nil {
+			return fail(err)
+		}
+		doc = g
+		if !*asJSON {
+			fmt.Fprintf(out, "%s split over %s from %s (in %s)", g.AdID, strings.Join(g.Nodes, ","), g.EffectiveFrom.Format(time.RFC3339),
+				time.Until(g.EffectiveFrom).Round(time.Second))
+			if g.Until != nil {
+				fmt.Fprintf(out, " until %s (in %s)", g.Until.Format(time.RFC3339), time.Until(*g.Until).Round(time.Second))
+			}
+			fmt.Fprintln(out)
 		}
 	}
 	if *asJSON {
@@ -203,6 +228,12 @@ func printStatus(w io.Writer, st *admin.Status) {
 			from = e.From.Format("2006-01-02 15:04")
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\n", from, strings.Join(e.Aggregators, ","), e.Cause)
+	}
+	if len(st.HotAds) > 0 {
+		fmt.Fprintf(tw, "\nHOT AD\tFANOUT\tNODES\tFROM\tUNTIL\tORIGIN\n")
+		for _, g := range st.HotAds {
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", g.AdID, g.Fanout, strings.Join(g.Nodes, ","), ts(&g.EffectiveFrom), ts(g.Until), g.Origin)
+		}
 	}
 	tw.Flush()
 	fmt.Fprintf(w, "\nring revision %d; liveness from %s; hot-ad grants: %d\n", st.RingRevision, st.Liveness, len(st.HotAds))

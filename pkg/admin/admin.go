@@ -62,7 +62,7 @@ type Era struct {
 	Cause       string     `json:"cause"`
 }
 
-// HotAd is a hot-ad grant in Status (none until hot-ad splitting exists).
+// HotAd is a hot-ad grant in Status: open, or ending at a future minute.
 type HotAd struct {
 	AdID          string     `json:"ad_id"`
 	Fanout        int        `json:"fanout"`
@@ -246,6 +246,7 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 		}
 		out.Eras = append(out.Eras, era)
 	}
+	out.HotAds = hotAds(h, now)
 	return out, nil
 }
 
@@ -261,7 +262,7 @@ type Owner struct {
 	Aggregator string     `json:"aggregator"`
 	EraFrom    *time.Time `json:"era_from"`
 	HandedOver bool       `json:"handed_over"` // the era's owner drained; its heir owns late clicks
-	Split      []string   `json:"split"`       // hot-ad pieces (none until hot-ad splitting exists)
+	Split      []string   `json:"split"`       // the aggregators of the ad's pieces when it is split in that minute (hot ad)
 }
 
 // Owner answers which aggregator owns ad for the minute of at.
@@ -279,7 +280,7 @@ func (a *Admin) Owner(ctx context.Context, ad string, at time.Time) (*Owner, err
 	if o < 0 {
 		return nil, fmt.Errorf("no era covers %s", clock.MinuteTime(m).Format(time.RFC3339))
 	}
-	out := &Owner{AdID: ad, Minute: clock.MinuteTime(m), Aggregator: v.IDs()[o], Split: []string{}}
+	out := &Owner{AdID: ad, Minute: clock.MinuteTime(m), Aggregator: v.IDs()[o], Split: splitOwners(h, ad, m)}
 	for k := len(h.Eras) - 1; k >= 0; k-- {
 		if e := h.Eras[k]; k == 0 || e.From <= m {
 			if e.From != 0 {

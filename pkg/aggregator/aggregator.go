@@ -16,6 +16,7 @@ import (
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/dedup"
 	"github.com/adclick/adclick/pkg/filter"
+	"github.com/adclick/adclick/pkg/hotad"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/wal"
@@ -110,6 +111,7 @@ type Aggregator struct {
 	fids     []int64             // scratch for matching filter ids
 	rec      []byte              // scratch for the log record of a batch
 	click    filter.Click
+	hot      hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
 }
 
 // segInfo tells when a log segment's clicks are all durable in the state
@@ -339,13 +341,13 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 			rejected++
 			continue
 		}
-		if self < 0 || rv.IndexAt(ev.GetAdId(), minute) != self {
+		id := ev.GetClickId()
+		if self < 0 || rv.OwnerAt(ev.GetAdId(), id, minute) != self {
 			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_NOT_OWNER
-			a.reject(resp, i, a.notOwnedReason(rv, ev.GetAdId(), minute))
+			a.reject(resp, i, a.notOwnedReason(rv, ev.GetAdId(), id, minute))
 			notOwned++
 			continue
 		}
-		id := ev.GetClickId()
 		isLate := minute < next
 		if isLate && !a.seen.Has(minute, id) {
 			// A closed minute's ids are on disk, or in the commit writing them.
@@ -386,6 +388,7 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 			maxMinute = minute
 		}
 		accepted++ // resp.Status[i] is already ACCEPTED (the zero value)
+		a.observeHot(rv, ev.GetAdId(), minute, now)
 	}
 	a.rec = rec
 	var durableAt uint64 // log end to wait for before answering
@@ -461,10 +464,10 @@ func (a *Aggregator) failLocked(err error) error {
 	return status.Errorf(codes.Unavailable, "aggregator %s stopped after a storage failure and must be restarted (%v); retry the batch (duplicates are safe)", a.cfg.NodeID, a.failErr)
 }
 
-// notOwnedReason says who owns (ad, minute) by rv, for a NOT_OWNER answer.
-func (a *Aggregator) notOwnedReason(rv *ring.Versions, ad string, minute int64) string {
+// notOwnedReason says who owns (ad, click, minute) by rv, for a NOT_OWNER answer.
+func (a *Aggregator) notOwnedReason(rv *ring.Versions, ad, id string, minute int64) string {
 	owner := "no aggregator"
-	if o := rv.IndexAt(ad, minute); o >= 0 {
+	if o := rv.OwnerAt(ad, id, minute); o >= 0 {
 		owner = rv.IDs()[o]
 	}
 	return fmt.Sprintf("aggregator %s does not own ad %q in minute %s (the ring history says %s): resend to the owner", a.cfg.NodeID, ad, clock.MinuteTime(minute).Format(time.RFC3339), owner)

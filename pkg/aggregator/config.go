@@ -37,6 +37,16 @@ const (
 	defaultDeliverTimeout = 10 * time.Second
 	// Retry a failing reducer at least this often once it is back.
 	defaultDeliverBackoffMax = 2 * time.Second
+	// An ad with a third of a node's clicks leaves the node most of its
+	// capacity for the rest only if split: below that, splitting buys little.
+	defaultHotShare = 0.3
+	// Below 5,000 clicks/s one aggregator counts an ad with room to spare.
+	defaultHotMinRate = 5000
+	// Three pieces take a 60% ad below the mean load of three nodes; more
+	// pieces mean more partials per minute for little gain.
+	defaultHotFanoutMax = 3
+	// A holder that dies ends its grant within 30 s (then Lead ahead).
+	defaultHotGrantTTL = 30 * time.Second
 )
 
 // Config configures an aggregator.
@@ -56,6 +66,13 @@ type Config struct {
 	DeliverTimeout    time.Duration // deadline of one Apply call
 	DeliverBackoffMax time.Duration // cap of the retry backoff towards a failing reducer
 	WAL               wal.Config    // the write-ahead log (--wal-* flags)
+	// Hot ads (pkg/hotad): an ad above HotShare of this node's intake and
+	// HotMinRate clicks/s is split over up to HotFanoutMax aggregators by a
+	// grant whose lease lives HotGrantTTL after its holder stops renewing it.
+	HotShare     float64
+	HotMinRate   float64
+	HotFanoutMax int
+	HotGrantTTL  time.Duration
 
 	walSync func(*os.File) error // tests inject fsync failures
 }
@@ -72,6 +89,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
 	fs.DurationVar(&c.DeliverBackoffMax, "deliver-backoff-max", defaultDeliverBackoffMax, "cap of the retry backoff towards a failing reducer")
+	fs.Float64Var(&c.HotShare, "hot-share", defaultHotShare, "an ad above this share of this aggregator's intake (and --hot-min-rate) is hot and gets split over several aggregators")
+	fs.Float64Var(&c.HotMinRate, "hot-min-rate", defaultHotMinRate, "clicks/s below which no ad is hot (set very high to turn splitting off)")
+	fs.IntVar(&c.HotFanoutMax, "hot-fanout-max", defaultHotFanoutMax, "aggregators a hot ad is split over, at most (at least 2)")
+	fs.DurationVar(&c.HotGrantTTL, "hot-grant-ttl", defaultHotGrantTTL, "lease of a hot-ad grant in etcd: the grant ends (from a future minute) this long after its holder stops renewing it")
 	c.WAL.RegisterFlags(fs)
 }
 
@@ -98,6 +119,14 @@ func (c Config) withDefaults() Config {
 	}
 	defInt(&c.MaxOpenIDs, defaultMaxOpenIDs)
 	defInt(&c.PartialMaxCounts, defaultPartialMaxCounts)
+	if c.HotShare == 0 {
+		c.HotShare = defaultHotShare
+	}
+	if c.HotMinRate == 0 {
+		c.HotMinRate = defaultHotMinRate
+	}
+	defInt(&c.HotFanoutMax, defaultHotFanoutMax)
+	def(&c.HotGrantTTL, defaultHotGrantTTL)
 	c.WAL = c.WAL.WithDefaults()
 	return c
 }
@@ -125,8 +154,23 @@ func (c Config) Validate() error {
 	if c.MaxOutboxBytes < 0 {
 		errs = append(errs, fmt.Errorf("--max-outbox-bytes must be positive, got %d", c.MaxOutboxBytes))
 	}
+	if c.HotShare <= 0 || c.HotShare > 1 {
+		errs = append(errs, fmt.Errorf("--hot-share must be in (0, 1], got %g", c.HotShare))
+	}
+	if c.HotMinRate < 0 {
+		errs = append(errs, fmt.Errorf("--hot-min-rate must not be negative, got %g", c.HotMinRate))
+	}
+	if c.HotFanoutMax < 2 {
+		errs = append(errs, fmt.Errorf("--hot-fanout-max must be at least 2, got %d", c.HotFanoutMax))
+	}
+	if c.HotGrantTTL < 2*time.Second {
+		errs = append(errs, fmt.Errorf("--hot-grant-ttl must be at least 2s (it is renewed every third of it), got %s", c.HotGrantTTL))
+	}
 	if err := c.WAL.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
+
+// WithDefaults returns c with zero fields set to their defaults.
+func (c Config) WithDefaults() Config { return c.withDefaults() }

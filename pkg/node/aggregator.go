@@ -93,6 +93,7 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 		return err
 	}
 	n.goRun(n.drainLoop)
+	n.goRun(func(ctx context.Context) { n.hotLoop(ctx, cfg.WithDefaults()) })
 	return nil
 }
 

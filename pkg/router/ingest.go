@@ -224,7 +224,7 @@ func (r *Router) route(ctx context.Context, t *table, b *batch, events []*adclic
 	b.reset(t.ring.Len())
 	for _, i := range b.pending {
 		ev := events[i]
-		o := t.ring.IndexAt(ev.AdId, clock.MinuteOfUnix(ev.ClickTime.GetSeconds()))
+		o := t.ring.OwnerAt(ev.AdId, ev.ClickId, clock.MinuteOfUnix(ev.ClickTime.GetSeconds()))
 		if o < 0 {
 			b.retry = append(b.retry, i)
 			b.fail(status.Error(codes.Unavailable, "no aggregator owns the minute yet (no ring history in etcd: is any aggregator started?)"))

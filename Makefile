@@ -69,17 +69,17 @@ static: ## static linux binaries (CGO_ENABLED=0) into bin/static/, what the imag
 	@mkdir -p bin/static/empty
 	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags='-s -w' -o bin/static/ $(addprefix ./cmd/,$(BINARIES))
 
-images: static ## build the images $(IMAGE_REPO)/<binary>:$(IMAGE_TAG) from bin/static (FROM scratch, nothing pulled)
+images: static ## build the images adclick/<binary>:dev from bin/static (FROM scratch, nothing pulled; IMAGE_REPO, IMAGE_TAG)
 	@for b in $(BINARIES); do \
 	  docker build --quiet --target $$b -t $(IMAGE_REPO)/$$b:$(IMAGE_TAG) . >/dev/null || exit 1; \
 	  echo "built $(IMAGE_REPO)/$$b:$(IMAGE_TAG)"; done
 
-test-docker: ## the compose cluster (7 containers) under kill, partition, rolling restart, drain: exact counts
+test-docker: ## the compose cluster (8 containers) under kill, partition, rolling restart, drain: exact counts
 	@if ! docker info >/dev/null 2>&1; then echo "test-docker: SKIPPED: Docker is not available here (docker info failed)"; exit 0; fi; \
 	$(MAKE) --no-print-directory images && \
 	ADCLICK_TEST_DOCKER=1 $(GO) test -count=1 -v -timeout $(DOCKER_TEST_TIMEOUT) ./integration/docker/
 
-helm: ## install helm $(HELM_VERSION) into GOBIN unless that version is there
+helm: ## install helm v3.22.0 (HELM_VERSION) into GOBIN unless it is there
 	@helm version --short 2>/dev/null | grep -q '^$(basename $(HELM_VERSION))' || $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 helm-lint: helm ## helm lint --strict and helm template over every ci/*-values.yaml, then the chart's Go test

@@ -1,5 +1,5 @@
 // Package docker tests adclick as operators run it: the images of `make
-// images` started by deploy/compose/docker-compose.yaml as seven containers
+// images` started by deploy/compose/docker-compose.yaml as eight containers
 // (etcd, two routers, three aggregators, two reducers) on a private Docker
 // network, driven from the host by a client that resends every
 // unacknowledged click. Containers are killed, cut off the network,

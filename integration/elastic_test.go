@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os/exec"
 	"path/filepath"
@@ -163,9 +164,9 @@ func TestElasticRingExactlyOnce(t *testing.T) {
 		c.admin(t, "drain", "aggregator-1", "--wait", "--timeout", "8m")
 		drainTook = time.Since(began)
 	})
-	// Kill aggregator-2 once its cut-over has passed (it is closing and
-	// handing over), then restart it: it finishes the drain by itself.
-	pollUntil(t, 5*time.Minute, "aggregator-2 past its cut-over", func() bool { return c.pastCutover(t, "aggregator-2") })
+	// Kill aggregator-2 just before its cut-over, then restart it: it
+	// finishes the drain by itself.
+	pollUntil(t, 5*time.Minute, "aggregator-2 near its cut-over", func() bool { return c.nearCutover(t, "aggregator-2") })
 	t.Logf("%5.1fs kill -9 aggregator-2 mid-drain, restart", time.Since(start).Seconds())
 	c.kill("aggregator-2")
 	c.start("aggregator-2")
@@ -206,15 +207,29 @@ func TestElasticRingExactlyOnce(t *testing.T) {
 	}
 }
 
-// pastCutover tells whether node's drain cut-over has passed.
-func (c *faultCluster) pastCutover(t *testing.T, node string) bool {
+// nearCutover tells whether node is draining and its cut-over is less than
+// 10 s away (or past): killing it then interrupts its drain, whatever step
+// it is at when it comes back.
+func (c *faultCluster) nearCutover(t *testing.T, node string) bool {
 	t.Helper()
-	out := c.admin(t, "drain", node) // a repeated drain reports the recorded one
-	i := strings.Index(out, "cut-over ")
-	if i < 0 {
-		return false
+	var st struct {
+		Aggregators []struct {
+			ID        string     `json:"id"`
+			State     string     `json:"state"`
+			OwnsUntil *time.Time `json:"owns_until"`
+		} `json:"aggregators"`
 	}
-	f := strings.Fields(out[i+len("cut-over "):])
-	cut, err := time.Parse(time.RFC3339, strings.TrimSuffix(f[0], ","))
-	return err == nil && time.Now().After(cut.Add(3*time.Second))
+	if err := json.Unmarshal([]byte(c.admin(t, "status", "--json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range st.Aggregators {
+		if a.ID == node {
+			if a.State != "draining" || a.OwnsUntil == nil {
+				t.Fatalf("%s is %s, not draining", node, a.State)
+			}
+			return time.Until(*a.OwnsUntil) < 10*time.Second
+		}
+	}
+	t.Fatalf("%s not in status", node)
+	return false
 }

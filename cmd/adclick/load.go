@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/csv"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -26,6 +27,7 @@ func runLoad(args []string) int {
 	cfg := loadgen.DefaultConfig()
 	cfg.RegisterFlags(fs)
 	logLevel := node.LogLevelFlag(fs)
+	series := fs.String("series", "", "write every second of the timed phase to this CSV file (second, acked/s, sent/s, ack p50 ms, ack p99 ms)")
 	if err := flagenv.Parse(fs, args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -57,6 +59,11 @@ func runLoad(args []string) int {
 		fmt.Fprintf(os.Stderr, "adclick load: %v\n", err)
 		return 1
 	}
+	if *series != "" {
+		if err := writeSeries(*series, res.Series); err != nil {
+			fmt.Fprintf(os.Stderr, "adclick load: --series: %v\n", err)
+		}
+	}
 	if err := json.NewEncoder(os.Stdout).Encode(res); err != nil {
 		return 1
 	}
@@ -64,4 +71,18 @@ func runLoad(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func writeSeries(path string, series []loadgen.Second) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	_ = w.Write([]string{"second", "acked_per_s", "sent_per_s", "ack_p50_ms", "ack_p99_ms"})
+	for _, s := range series {
+		_ = w.Write([]string{fmt.Sprint(s.At), fmt.Sprint(s.AckedPerS), fmt.Sprint(s.SentPerS), fmt.Sprint(s.AckP50Ms), fmt.Sprint(s.AckP99Ms)})
+	}
+	w.Flush()
+	return errors.Join(w.Error(), f.Close())
 }

@@ -92,26 +92,26 @@ type Aggregator struct {
 	// mu guards the counting state below; Forward holds it once per batch,
 	// so dedup, counting and the log append are one atomic step. A commit
 	// holds it only to take closed minutes out and to install the result.
-	mu       sync.Mutex
-	seen     *dedup.Set // ids of open minutes and of late clicks not yet durable
-	counter  *window.Counter
-	meta     aggstate.Meta       // as last committed
-	horizon  int64               // minutes before this are rejected and forgotten; never decreases
-	segs     map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
-	commits  uint64              // state commits done
+	mu      sync.Mutex
+	seen    *dedup.Set // ids of open minutes and of late clicks not yet durable
+	counter *window.Counter
+	meta    aggstate.Meta       // as last committed
+	horizon int64               // minutes before this are rejected and forgotten; never decreases
+	segs    map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
+	commits uint64              // state commits done
 	// commitsStarted counts commits whose set of click ids is fixed: a late
 	// click appended after that is in a later commit.
 	commitsStarted uint64
 	closing        *dedup.Frozen // ids of the commit being written: still looked up by Forward
 	commitHook     func()        // tests: runs while a commit writes, without the lock
-	draining bool                // Flush started: Forward refuses new clicks
-	handing  bool                // handing over to the heir: Forward refuses every click
-	closed   bool                // Close (or a simulated crash) released the storage
-	failErr  error               // storage failed: nothing is acknowledged or committed any more
-	fids     []int64             // scratch for matching filter ids
-	rec      []byte              // scratch for the log record of a batch
-	click    filter.Click
-	hot      hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
+	draining       bool          // Flush started: Forward refuses new clicks
+	handing        bool          // handing over to the heir: Forward refuses every click
+	closed         bool          // Close (or a simulated crash) released the storage
+	failErr        error         // storage failed: nothing is acknowledged or committed any more
+	fids           []int64       // scratch for matching filter ids
+	rec            []byte        // scratch for the log record of a batch
+	click          filter.Click
+	hot            hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
 }
 
 // segInfo tells when a log segment's clicks are all durable in the state

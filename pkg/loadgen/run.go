@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -51,7 +52,28 @@ type Result struct {
 	Complete       bool    `json:"complete"`
 	VerifySeconds  float64 `json:"verify_seconds"`
 	RunID          string  `json:"run_id"`
+	// Per second of the timed phase, after a WarmUp: the slowest and the
+	// median second's acknowledged clicks, and how many seconds fell below
+	// half the median (closing a minute must not stall ingest).
+	PerSecMin              float64 `json:"per_sec_min"`
+	PerSecMedian           float64 `json:"per_sec_median"`
+	SecondsBelowHalfMedian int     `json:"seconds_below_half_median"`
+	// Series is every second of the timed phase (written by --series).
+	Series []Second `json:"-"`
 }
+
+// Second is one second of a run.
+type Second struct {
+	At        float64 // seconds since the start
+	AckedPerS float64 // clicks acknowledged in that second
+	SentPerS  float64
+	AckP50Ms  float64
+	AckP99Ms  float64
+}
+
+// WarmUp is the start of a run left out of the per-second figures:
+// connections open and the first batches fill the pipelines.
+const WarmUp = 5 * time.Second
 
 // Runner is one load run: Send, then Verify. Not for reuse.
 type Runner struct {
@@ -59,6 +81,7 @@ type Runner struct {
 	clk     clock.Clock
 	log     *slog.Logger
 	prog    io.Writer
+	series  []Second // written by the progress goroutine until Send returns
 	streams []*stream
 	query   adclickv1.QueryServiceClient
 	exp     *Expected
@@ -166,10 +189,9 @@ func (r *Runner) Send(ctx context.Context) {
 	}
 }
 
+// startProgress samples the run every second: a progress line (when
+// Deps.Progress is set) and, during the timed phase, the series.
 func (r *Runner) startProgress(start time.Time) (stop func()) {
-	if r.prog == nil {
-		return func() {}
-	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -177,23 +199,29 @@ func (r *Runner) startProgress(start time.Time) (stop func()) {
 		defer wg.Done()
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
-		prevSent, prevHist := int64(0), r.hist.Snapshot()
+		prevSent, prevAcked, prevHist := int64(0), int64(0), r.hist.Snapshot()
 		prevAt := start
 		for {
 			select {
 			case <-done:
 				return
 			case now := <-tick.C:
-				sent, h := r.sent.Load(), r.hist.Snapshot()
+				sent, acked, h := r.sent.Load(), r.acked.Load(), r.hist.Snapshot()
 				d := h.Sub(prevHist)
 				phase := ""
 				if r.mainOver() {
 					phase = " (draining: late clicks, duplicates)"
+				} else {
+					el := now.Sub(prevAt).Seconds()
+					r.series = append(r.series, Second{At: round3(now.Sub(start).Seconds()), AckedPerS: round3(float64(acked-prevAcked) / el),
+						SentPerS: round3(float64(sent-prevSent) / el), AckP50Ms: round3(d.QuantileMs(0.5)), AckP99Ms: round3(d.QuantileMs(0.99))})
 				}
-				fmt.Fprintf(r.prog, "load: %5.0fs  sent/s %9.0f  acked %11d  ack p50 %6.2fms p99 %7.2fms  retries %d  errors %d%s\n",
-					now.Sub(start).Seconds(), float64(sent-prevSent)/now.Sub(prevAt).Seconds(), r.acked.Load(),
-					d.QuantileMs(0.5), d.QuantileMs(0.99), r.retries.Load(), r.errors.Load(), phase)
-				prevSent, prevHist, prevAt = sent, h, now
+				if r.prog != nil {
+					fmt.Fprintf(r.prog, "load: %5.0fs  sent/s %9.0f  acked/s %9.0f  acked %11d  ack p50 %6.2fms p99 %7.2fms  retries %d  errors %d%s\n",
+						now.Sub(start).Seconds(), float64(sent-prevSent)/now.Sub(prevAt).Seconds(), float64(acked-prevAcked)/now.Sub(prevAt).Seconds(), acked,
+						d.QuantileMs(0.5), d.QuantileMs(0.99), r.retries.Load(), r.errors.Load(), phase)
+				}
+				prevSent, prevAcked, prevHist, prevAt = sent, acked, h, now
 			}
 		}
 	}()
@@ -286,6 +314,8 @@ func (r *Runner) Result(v *Verification) Result {
 	if r.seconds > 0 {
 		res.EventsPerSec = round3(float64(r.events) / r.seconds)
 	}
+	res.Series = r.series
+	res.PerSecMin, res.PerSecMedian, res.SecondsBelowHalfMedian = perSecond(r.series)
 	res.Mismatches = res.AckMismatches
 	if v != nil {
 		res.Mismatches += v.Mismatches
@@ -297,6 +327,28 @@ func (r *Runner) Result(v *Verification) Result {
 }
 
 func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
+
+// perSecond summarizes the seconds after WarmUp: the minimum, the median,
+// and the count below half the median.
+func perSecond(series []Second) (minimum, median float64, below int) {
+	var v []float64
+	for _, s := range series {
+		if s.At > WarmUp.Seconds() {
+			v = append(v, s.AckedPerS)
+		}
+	}
+	if len(v) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(v)
+	minimum, median = v[0], v[len(v)/2]
+	for _, x := range v {
+		if x < median/2 {
+			below++
+		}
+	}
+	return minimum, median, below
+}
 
 // Run sends, verifies when cfg.Verify, and returns the result.
 func Run(ctx context.Context, cfg Config, conns []grpc.ClientConnInterface, deps Deps) (Result, error) {

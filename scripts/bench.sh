@@ -6,11 +6,17 @@
 #   2. `adclick load` as fast as it can for $BENCH_DURATION, verified,
 #      then the cluster's RSS (VmRSS, VmHWM from /proc/<pid>/status),
 #   3. `adclick load --rate $BENCH_RATE` for $BENCH_DURATION, verified,
-#   4. stops the cluster, runs the Go benchmarks of the hot-path packages
+#   4. a skewed load (`--zipf 2 --ads 100000`: one ad carries ~60% of the
+#      clicks) on a fresh cluster with hot-ad splitting off (--hot-min-rate
+#      1e12), then on one with it on, side by side: each cluster first runs
+#      the load for $BENCH_SKEW_WARMUP (detection, then the grant's Lead of
+#      2-3 minutes), then the measured $BENCH_SKEW_DURATION,
+#   5. stops the cluster, runs the Go benchmarks of the hot-path packages
 #      ($BENCH_COUNT times) and summarizes them with benchstat (medians).
 #
 # Knobs (environment): BENCH_DURATION (30s), BENCH_RATE (50000),
-# BENCH_COUNT (5), BENCH_OUT (BENCH.md), BENCH_LOAD_FLAGS (extra load flags).
+# BENCH_COUNT (5), BENCH_OUT (BENCH.md), BENCH_LOAD_FLAGS (extra load flags),
+# BENCH_SKEW_WARMUP (3m), BENCH_SKEW_DURATION (3m), BENCH_SKEW=0 skips step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION=${BENCH_DURATION:-30s}
@@ -18,6 +24,10 @@ RATE=${BENCH_RATE:-50000}
 COUNT=${BENCH_COUNT:-5}
 OUT=${BENCH_OUT:-BENCH.md}
 LOAD_FLAGS=${BENCH_LOAD_FLAGS:-}
+SKEW=${BENCH_SKEW:-1}
+SKEW_WARMUP=${BENCH_SKEW_WARMUP:-3m}
+SKEW_DURATION=${BENCH_SKEW_DURATION:-3m}
+SKEW_FLAGS="--zipf 2 --ads 100000"
 BENCHSTAT=golang.org/x/perf/cmd/benchstat@v0.0.0-20260908200009-22c9c6c9d4da
 GO=${GO:-go}
 
@@ -40,18 +50,30 @@ echo "== build"
 mkdir -p bin
 $GO build -o bin/ ./cmd/router ./cmd/aggregator ./cmd/reducer ./cmd/adclick
 
-grpc_port=$(free_port); http_port=$(free_port); etcd_port=$(free_port)
-target=127.0.0.1:$grpc_port
-dev_cmd="bin/adclick dev --data-dir $work/data --grpc-addr $target --http-addr 127.0.0.1:$http_port --etcd-addr 127.0.0.1:$etcd_port"
-echo "== start: $dev_cmd"
-$dev_cmd >"$work/dev.log" 2>&1 &
-dev_pid=$!
-for _ in $(seq 1 300); do
-	grep -q "cluster running" "$work/dev.log" && break
-	kill -0 "$dev_pid" 2>/dev/null || { cat "$work/dev.log"; echo "adclick dev exited"; exit 1; }
-	sleep 0.2
-done
-grep -q "cluster running" "$work/dev.log" || { cat "$work/dev.log"; echo "adclick dev did not start in 60 s"; exit 1; }
+start_dev() { # data dir name, extra dev flags...
+	local data=$1; shift
+	grpc_port=$(free_port); http_port=$(free_port); etcd_port=$(free_port)
+	target=127.0.0.1:$grpc_port
+	dev_cmd="bin/adclick dev --data-dir $work/$data --grpc-addr $target --http-addr 127.0.0.1:$http_port --etcd-addr 127.0.0.1:$etcd_port${*:+ $*}"
+	echo "== start: $dev_cmd"
+	$dev_cmd >"$work/$data.log" 2>&1 &
+	dev_pid=$!
+	for _ in $(seq 1 300); do
+		grep -q "cluster running" "$work/$data.log" && break
+		kill -0 "$dev_pid" 2>/dev/null || { cat "$work/$data.log"; echo "adclick dev exited"; exit 1; }
+		sleep 0.2
+	done
+	grep -q "cluster running" "$work/$data.log" || { cat "$work/$data.log"; echo "adclick dev did not start in 60 s"; exit 1; }
+}
+stop_dev() {
+	echo "== stop cluster"
+	kill -TERM "$dev_pid"
+	wait "$dev_pid" || true
+	dev_pid=
+}
+
+start_dev data
+base_dev_cmd=$dev_cmd
 
 load() { # name, flags...
 	local name=$1; shift
@@ -72,11 +94,22 @@ echo "== adclick dev RSS after the full-speed run: $((rss_kb / 1024)) MiB (peak 
 
 rate_cmd="bin/adclick load --target $target --duration $DURATION --rate $RATE${LOAD_FLAGS:+ $LOAD_FLAGS}"
 load rate --duration "$DURATION" --rate "$RATE"
+stop_dev
 
-echo "== stop cluster"
-kill -TERM "$dev_pid"
-wait "$dev_pid" || true
-dev_pid=
+skew_cmd="bin/adclick load --target \$target --duration $SKEW_DURATION $SKEW_FLAGS"
+if [ "$SKEW" != 0 ]; then
+	for mode in nosplit split; do
+		flags=""
+		[ "$mode" = nosplit ] && flags="--hot-min-rate 1e12"
+		start_dev "data-$mode" $flags
+		# shellcheck disable=SC2086
+		load "warm-$mode" --duration "$SKEW_WARMUP" --verify=false $SKEW_FLAGS
+		# shellcheck disable=SC2086
+		load "skew-$mode" --duration "$SKEW_DURATION" $SKEW_FLAGS
+		grep -c '"hot ad: grant taken"' "$work/data-$mode.log" >"$work/grants-$mode" || true
+		stop_dev
+	done
+fi
 
 pkgs=()
 for p in event ring router aggregator dedup window reducer topn wal; do
@@ -122,7 +155,7 @@ fi
 	echo "| machine | $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(awk '/MemTotal/ {printf "%.1f GiB RAM", $2/1048576}' /proc/meminfo) |"
 	echo "| go | $($GO version | cut -d' ' -f3-) |"
 	echo "| commit | \`$commit\` (plus any uncommitted changes) |"
-	echo "| cluster | \`$dev_cmd\` (router, 2 aggregators, 1 reducer, embedded etcd: one process, durability and dedup on) |"
+	echo "| cluster | \`$base_dev_cmd\` (router, 2 aggregators, 1 reducer, embedded etcd: one process, durability and dedup on) |"
 	echo
 	echo "## End to end: \`adclick load\` against \`adclick dev\`"
 	echo
@@ -138,6 +171,19 @@ fi
 	echo "Memory of the \`adclick dev\` process after the full-speed run (from /proc/<pid>/status):"
 	echo "VmRSS $((rss_kb / 1024)) MiB, peak (VmHWM) $((hwm_kb / 1024)) MiB."
 	echo
+	if [ "$SKEW" != 0 ]; then
+		echo "### Skewed load: hot-ad splitting off and on"
+		echo
+		echo "\`$skew_cmd\` ($SKEW_FLAGS: the top ad carries ~60% of the clicks), each on a fresh cluster after"
+		echo "a $SKEW_WARMUP warm-up of the same load (a grant takes effect 2-3 minutes after the ad turns hot)."
+		echo "Off: \`adclick dev --hot-min-rate 1e12\`; on: the defaults (with 2 aggregators the fan-out is 2)."
+		echo
+		echo "| splitting | grants taken | events | seconds | events/s | ack p50 ms | ack p99 ms | duplicates / late sent | verified | checked |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		echo "| off |$(cat "$work/grants-nosplit" 2>/dev/null) |$(row skew-nosplit | cut -c2-)"
+		echo "| on |$(cat "$work/grants-split" 2>/dev/null) |$(row skew-split | cut -c2-)"
+		echo
+	fi
 	echo "Final JSON lines:"
 	echo
 	echo '```'

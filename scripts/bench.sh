@@ -14,12 +14,12 @@
 #   5. stops the cluster, runs the Go benchmarks of the hot-path packages
 #      ($BENCH_COUNT times) and summarizes them with benchstat (medians).
 #
-# Knobs (environment): BENCH_DURATION (30s), BENCH_RATE (50000),
+# Knobs (environment): BENCH_DURATION (180s), BENCH_RATE (50000),
 # BENCH_COUNT (5), BENCH_OUT (BENCH.md), BENCH_LOAD_FLAGS (extra load flags),
 # BENCH_SKEW_WARMUP (3m), BENCH_SKEW_DURATION (3m), BENCH_SKEW=0 skips step 4.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION=${BENCH_DURATION:-30s}
+DURATION=${BENCH_DURATION:-180s}  # at least 3 minute boundaries: closing a minute is where work peaks
 RATE=${BENCH_RATE:-50000}
 COUNT=${BENCH_COUNT:-5}
 OUT=${BENCH_OUT:-BENCH.md}
@@ -80,8 +80,11 @@ load() { # name, flags...
 	echo "== load $name: bin/adclick load --target $target $* $LOAD_FLAGS"
 	local rc=0
 	# shellcheck disable=SC2086
-	bin/adclick load --target "$target" "$@" $LOAD_FLAGS >"$work/$name.json" 2> >(tee "$work/$name.err" >&2) || rc=$?
+	bin/adclick load --target "$target" --series "$work/$name.csv" "$@" $LOAD_FLAGS >"$work/$name.json" 2> >(tee "$work/$name.err" >&2) || rc=$?
 	tail -n1 "$work/$name.json"
+	# Every second of the run, drawn for BENCH.md: a stall shows as a dip.
+	mkdir -p bench
+	[ -s "$work/$name.csv" ] && $GO run ./scripts/benchplot -title "adclick load: $name ($*)" -o "bench/$name.png" "$work/$name.csv" || true
 	[ "$rc" = 0 ] || echo "load $name: exit code $rc (not verified)"
 	return 0
 }
@@ -126,9 +129,10 @@ echo "== benchstat"
 j() { jq -r "$1" "$work/$2.json" 2>/dev/null | tail -n1; }
 row() { # name
 	local f=$1
-	if ! jq -e . "$work/$f.json" >/dev/null 2>&1; then echo "| (no result) | | | | | | | |"; return; fi
-	printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' \
+	if ! jq -e . "$work/$f.json" >/dev/null 2>&1; then echo "| (no result) | | | | | | | | |"; return; fi
+	printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' \
 		"$(j '.events' "$f")" "$(j '.seconds' "$f")" "$(j '.events_per_sec | floor' "$f")" \
+		"$(j '"\(.per_sec_min | floor) / \(.per_sec_median | floor) / \(.seconds_below_half_median)"' "$f")" \
 		"$(j '.ack_p50_ms' "$f")" "$(j '.ack_p99_ms' "$f")" \
 		"$(j '"\(.duplicates_sent) / \(.late_sent)"' "$f")" "$(j '"\(.verified) (\(.mismatches) mismatches, \(.errors) errors)"' "$f")" \
 		"$(j '"\(.ads_checked) ads, \(.samples_checked) samples, \(.verify_seconds) s"' "$f")"
@@ -163,13 +167,19 @@ fi
 	echo "verified: after its minutes close, the count of every ad it sent, random (ad, minute) pairs and the"
 	echo "top 100 are compared with its own exact bookkeeping."
 	echo
-	echo "| run | events | seconds | events/s | ack p50 ms | ack p99 ms | duplicates / late sent | verified | checked |"
-	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+	echo "| run | events | seconds | events/s | per second after 5 s: min / median / seconds below half the median | ack p50 ms | ack p99 ms (whole run) | duplicates / late sent | verified | checked |"
+	echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 	echo "| full speed: \`$full_cmd\` |$(row full | cut -c2-)"
 	echo "| paced: \`$rate_cmd\` |$(row rate | cut -c2-)"
 	echo
 	echo "Memory of the \`adclick dev\` process after the full-speed run (from /proc/<pid>/status):"
 	echo "VmRSS $((rss_kb / 1024)) MiB, peak (VmHWM) $((hwm_kb / 1024)) MiB."
+	echo
+	echo "Every second of both runs (acknowledged clicks per second, and the ack p99 of that second):"
+	echo
+	echo "![full speed](bench/full.png)"
+	echo
+	echo "![paced](bench/rate.png)"
 	echo
 	if [ "$SKEW" != 0 ]; then
 		echo "### Skewed load: hot-ad splitting off and on"
@@ -178,8 +188,8 @@ fi
 		echo "a $SKEW_WARMUP warm-up of the same load (a grant takes effect 2-3 minutes after the ad turns hot)."
 		echo "Off: \`adclick dev --hot-min-rate 1e12\`; on: the defaults (with 2 aggregators the fan-out is 2)."
 		echo
-		echo "| splitting | grants taken | events | seconds | events/s | ack p50 ms | ack p99 ms | duplicates / late sent | verified | checked |"
-		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+		echo "| splitting | grants taken | events | seconds | events/s | per second: min / median / below half | ack p50 ms | ack p99 ms | duplicates / late sent | verified | checked |"
+		echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 		echo "| off |$(cat "$work/grants-nosplit" 2>/dev/null) |$(row skew-nosplit | cut -c2-)"
 		echo "| on |$(cat "$work/grants-split" 2>/dev/null) |$(row skew-split | cut -c2-)"
 		echo

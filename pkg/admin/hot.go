@@ -11,13 +11,13 @@ import (
 )
 
 // hotAds lists the grants of h that are open or end at a future minute
-// (at now), as `status` shows them.
+// (at now) and split at least one minute, as `status` shows them.
 func hotAds(h *ring.History, now time.Time) []HotAd {
 	out := []HotAd{}
 	minute := clock.Minute(now)
 	for _, g := range h.Grants {
-		if g.Until != 0 && g.Until <= minute {
-			continue
+		if g.Until != 0 && (g.Until <= minute || g.Until <= g.From) {
+			continue // ended, or ended before it took effect
 		}
 		out = append(out, hotAd(g))
 	}

@@ -45,7 +45,8 @@ type lease struct {
 
 type held struct {
 	id       clientv3.LeaseID
-	appended bool // the grant is in the ring history
+	appended bool  // the grant is in the ring history
+	from     int64 // its first minute; 0 when adopted after a restart (unknown)
 }
 
 // GranterConfig configures a Granter.
@@ -147,7 +148,7 @@ func (g *Granter) Take(ctx context.Context, ad string) (*ring.Grant, error) {
 		}
 		return nil, nil
 	}
-	g.held[ad].appended = true
+	g.held[ad].appended, g.held[ad].from = true, grant.From
 	g.m.Taken.Inc()
 	return grant, nil
 }
@@ -193,8 +194,25 @@ func (g *Granter) revoke(id clientv3.LeaseID) {
 	}
 }
 
-// Appended tells whether ad's grant is in the ring history.
-func (g *Granter) Appended(ad string) bool { h := g.held[ad]; return h != nil && h.appended }
+// EndedIn tells whether h records the end of the grant this node holds
+// for ad (a drain or an operator ended it): its lease is then of no use.
+// A view that does not show the grant yet (the watcher has not applied the
+// append) says nothing: only the grant itself, with an end, counts.
+func (g *Granter) EndedIn(ad string, h *ring.History) bool {
+	hd := g.held[ad]
+	if hd == nil || !hd.appended || h == nil {
+		return false
+	}
+	if hd.from == 0 { // adopted: the view was read after the restart
+		return h.OpenGrant(ad) == nil
+	}
+	for _, gr := range h.Grants {
+		if gr.AdID == ad && gr.From == hd.from && gr.Until != 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // KeepAlive renews every held lease once; a lease etcd no longer knows
 // (it lapsed while this node could not renew it) is dropped: its grant is

@@ -60,6 +60,10 @@ func TestGrantLifecycle(t *testing.T) {
 	if want := before.EarliestChange(time.Unix(g.ProposedAt, 0)); g.From < want || g.Fanout != 3 || g.Origin != ring.OriginAuto {
 		t.Fatalf("grant %+v, want fan-out 3 from %d", g, want)
 	}
+	// A view older than the append says nothing about the grant's end.
+	if ga.EndedIn("ad-hot", before) || ga.EndedIn("ad-hot", history(t, cli)) {
+		t.Fatal("EndedIn on a view without the end")
+	}
 	if _, err := gb.Take(ctx, "ad-hot"); !errors.Is(err, ErrTaken) {
 		t.Fatalf("second take: %v", err)
 	}

@@ -34,7 +34,8 @@ func (n *Aggregator) hotLoop(ctx context.Context, cfg aggregator.Config) {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var renewed, swept time.Time
-	failed := map[string]string{} // ad -> last error taking its grant, logged once
+	failed := map[string]string{}   // ad -> last error taking its grant, logged once
+	tried := map[string]time.Time{} // ad -> last attempt to take its grant
 	for {
 		select {
 		case <-ctx.Done():
@@ -57,6 +58,12 @@ func (n *Aggregator) hotLoop(ctx context.Context, cfg aggregator.Config) {
 			if !mine || g.Holds(ad) || h.OpenGrant(ad) != nil || v.IndexAt(ad, minute) != v.Index(self) {
 				continue
 			}
+			// At most one attempt per lease TTL: a grant that keeps ending
+			// (or failing) must not grow the ring history every second.
+			if now.Sub(tried[ad]) < cfg.HotGrantTTL {
+				continue
+			}
+			tried[ad] = now
 			gr, err := g.Take(ctx, ad)
 			switch {
 			case err != nil:
@@ -82,7 +89,7 @@ func (n *Aggregator) hotLoop(ctx context.Context, cfg aggregator.Config) {
 					continue
 				}
 				log.Info("hot ad cooled: grant ends ahead", "ad", ad)
-			case g.Appended(ad) && h.OpenGrant(ad) == nil:
+			case g.EndedIn(ad, h):
 				_ = g.Release(ctx, ad, false) // ended by a drain or an operator
 			}
 		}
@@ -96,6 +103,11 @@ func (n *Aggregator) hotLoop(ctx context.Context, cfg aggregator.Config) {
 				log.Warn("hot ads: ending lapsed grants failed; retrying", "err", err)
 			} else if len(ended) > 0 {
 				log.Info("hot ads: grants whose lease lapsed end ahead", "ads", ended)
+			}
+		}
+		for ad, at := range tried {
+			if now.Sub(at) > time.Hour {
+				delete(tried, ad)
 			}
 		}
 		active := 0

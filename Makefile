@@ -88,3 +88,15 @@ helm-lint: helm ## helm lint --strict and helm template over every ci/*-values.y
 	  echo "helm lint/template -f $$f"; \
 	  helm lint --strict --quiet -f $$f $(CHART) >/dev/null && helm template adclick $(CHART) -f $$f >/dev/null || exit 1; done
 	$(GO) test -count=1 ./deploy/helm/
+
+# ---- Fuzzing: each target briefly, from its committed seed corpus (testdata/fuzz) ----
+FUZZTIME ?= 10s
+FUZZ_TARGETS := pkg/event:FuzzValidate pkg/event:FuzzUnmarshalIngest pkg/router:FuzzGatewayIngestJSON \
+	pkg/aggregator:FuzzClickRecord pkg/wal:FuzzDecodeRecord
+
+.PHONY: fuzz
+
+fuzz: ## run every fuzz target for FUZZTIME (10s) each: event validation, ingest decoding (protobuf, REST), log records
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} in ./$${t%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

@@ -171,3 +171,69 @@ func TestValidateRejectsUndecodable(t *testing.T) {
 		t.Fatalf("Validate = %q", r)
 	}
 }
+
+// FuzzUnmarshalIngest checks the lenient protobuf decoder of the router's
+// codec: it never panics; where proto.Unmarshal succeeds it decodes the
+// same; where only it succeeds, every field-1 entry of the request is an
+// event at its index, each either valid (and then marshals, as forwarding
+// needs) or rejected by Validate with a reason that is valid UTF-8 (the
+// response carrying it must marshal).
+func FuzzUnmarshalIngest(f *testing.F) {
+	f.Add(encodeRequest(encodeEvent("c1", "ad-1", "u", "192.0.2.1", "us", 1735787045)))
+	f.Add(encodeRequest(encodeEvent("c1", "ad-1", "", "10.0.0.\xff", "", 1735787045), encodeEvent("c\xc3", "a", "", "", "", 1)))
+	f.Add(encodeRequest([]byte{0x1a, 0x02, 0x08, 0xff}))
+	f.Add([]byte{0x0a, 0x05, 0x0a, 0x03, 0xff, 0xfe, 0xfd})
+	f.Add([]byte{0x0a})
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var strict, lenient adclickv1.IngestRequest
+		strictErr := proto.Unmarshal(b, &strict)
+		err := UnmarshalIngest(b, &lenient)
+		if strictErr == nil {
+			if err != nil || !proto.Equal(&strict, &lenient) {
+				t.Fatalf("valid request decoded differently: %v, %v vs %v", err, &lenient, &strict)
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+		entries := 0
+		for rest := b; len(rest) > 0; {
+			num, typ, n := protowire.ConsumeTag(rest)
+			if n < 0 {
+				t.Fatalf("decoded a request whose framing is broken")
+			}
+			m := protowire.ConsumeFieldValue(num, typ, rest[n:])
+			if m < 0 {
+				t.Fatalf("decoded a request whose framing is broken")
+			}
+			if num == 1 && typ == protowire.BytesType {
+				entries++
+			}
+			rest = rest[n+m:]
+		}
+		if entries != len(lenient.Events) {
+			t.Fatalf("%d events decoded from %d entries", len(lenient.Events), entries)
+		}
+		checkEvents(t, lenient.Events)
+	})
+}
+
+// checkEvents checks that each event is valid and marshals, or is rejected
+// with a reason that marshals.
+func checkEvents(t *testing.T, evs []*adclickv1.ClickEvent) {
+	t.Helper()
+	for i, ev := range evs {
+		r := Validate(ev)
+		if r == "" {
+			if _, err := proto.Marshal(ev); err != nil {
+				t.Fatalf("event %d is valid but does not marshal: %v", i, err)
+			}
+			continue
+		}
+		if _, err := proto.Marshal(&adclickv1.Rejection{Index: int32(i), Reason: r}); err != nil {
+			t.Fatalf("event %d rejected with a reason that does not marshal: %q", i, r)
+		}
+	}
+}

@@ -9,10 +9,12 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
+	"github.com/adclick/adclick/pkg/event"
 )
 
 // rawCodec sends a hand-encoded request ([]byte) as is, so a test can send
@@ -172,4 +174,49 @@ func TestIngestUndecodableEvent(t *testing.T) {
 	if got := receivedIDs(a1, a2); !slices.Equal(got, want) {
 		t.Fatalf("aggregators got %d click ids, want exactly the %d valid ones", len(got), len(want))
 	}
+}
+
+// FuzzGatewayIngestJSON checks the REST path from a body to the events the
+// router validates (decodeIngestJSON: protojson, then event by event): it
+// never panics; a body protojson accepts decodes as protojson decodes it;
+// otherwise, when the event-by-event decoding accepts it, each event is valid
+// and marshals or is rejected with a reason that marshals.
+func FuzzGatewayIngestJSON(f *testing.F) {
+	ts := testNow.Format("2006-01-02T15:04:05Z")
+	ev := func(extra string) string {
+		return `{"clickId":"c1","adId":"ad-1","clickTime":"` + ts + `"` + extra + `}`
+	}
+	f.Add([]byte(`{"events":[` + ev(`,"ip":"::1","country":"de"`) + `]}`))
+	f.Add([]byte(`{"events":[` + ev(`,"ip":"10.0.0.`+"\xff"+`"`) + `,` + ev("") + `]}`))
+	f.Add([]byte(`{"events":[` + ev(`,"user_id":"u\udc00"`) + `]}`))
+	f.Add([]byte(`{"events":[{"click_id":"c","adId":"a","clickTime":"yesterday","x":1}]}`))
+	f.Add([]byte(`{"events":[],"events":[]}`))
+	f.Add([]byte(`{"events":null}`))
+	f.Add([]byte(`[]`))
+	f.Add([]byte(`{"events":[` + ev(`,"click_id":"twice"`) + `]}`))
+	opts := protojson.UnmarshalOptions{DiscardUnknown: true}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var strict, got adclickv1.IngestRequest
+		strictErr := opts.Unmarshal(body, &strict)
+		err := decodeIngestJSON(body, &got, opts)
+		if strictErr == nil {
+			if err != nil || !proto.Equal(&strict, &got) {
+				t.Fatalf("a body protojson accepts decoded differently: %v", err)
+			}
+			return
+		}
+		if err != nil {
+			return
+		}
+		for i, ev := range got.Events {
+			r := event.Validate(ev)
+			if r == "" {
+				if _, err := proto.Marshal(ev); err != nil {
+					t.Fatalf("event %d is valid but does not marshal: %v", i, err)
+				}
+			} else if _, err := proto.Marshal(&adclickv1.Rejection{Index: int32(i), Reason: r}); err != nil {
+				t.Fatalf("event %d rejected with a reason that does not marshal: %q", i, r)
+			}
+		}
+	})
 }

@@ -149,7 +149,7 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 	a := &Aggregator{
 		cfg:        cfg,
 		clock:      deps.Clock,
-		log:        deps.Log.With("component", "aggregator", "node", cfg.NodeID),
+		log:        deps.Log.With("component", "aggregator"),
 		filters:    deps.Filters,
 		reducers:   deps.Reducers,
 		ring:       deps.Ring,
@@ -309,6 +309,8 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 	set := a.filters.Current()
 	useFilters := set.Len() > 0
 	var accepted, dups, rejected, late, notOwned int
+	var durableAt uint64 // log end to wait for before answering
+	var err error
 
 	a.mu.Lock()
 	if err := a.refuseLocked(); err != nil {
@@ -389,19 +391,24 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 		}
 		accepted++ // resp.Status[i] is already ACCEPTED (the zero value)
 		a.observeHot(rv, ev.GetAdId(), minute, now)
+		if len(rec) >= maxRecordPart {
+			// A batch of long ids matching many filters is logged as
+			// several records: one record over the log's limit would stop
+			// the node.
+			if durableAt, err = a.appendRecordLocked(rec, maxMinute, late > 0); err != nil {
+				a.mu.Unlock()
+				return nil, err
+			}
+			rec, prev = startRecord(rec), 0
+		}
 	}
 	a.rec = rec
-	var durableAt uint64 // log end to wait for before answering
-	if accepted > 0 {
-		pos, err := a.wal.Append(rec)
-		if err != nil {
-			err = a.failLocked(fmt.Errorf("append to the write-ahead log: %w", err))
+	if len(rec) > 1 { // more than the version byte
+		if durableAt, err = a.appendRecordLocked(rec, maxMinute, late > 0); err != nil {
 			a.mu.Unlock()
 			return nil, err
 		}
-		a.noteAppendLocked(pos.Segment, maxMinute, late > 0)
-		durableAt = pos.End
-	} else if dups > 0 {
+	} else if durableAt == 0 && dups > 0 {
 		// A duplicate is answered only once its first copy is durable: that
 		// copy was appended before now, under this lock.
 		durableAt = a.wal.Appended()
@@ -422,6 +429,21 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 	return resp, nil
 }
 
+// maxRecordPart is the size at which Forward ends a log record and starts
+// another for the rest of the batch: well under wal.MaxRecordBytes.
+var maxRecordPart = wal.MaxRecordBytes / 4
+
+// appendRecordLocked appends one record of accepted clicks to the log and
+// returns the log end to wait for; a failure stops the node.
+func (a *Aggregator) appendRecordLocked(rec []byte, maxMinute int64, late bool) (uint64, error) {
+	pos, err := a.wal.Append(rec)
+	if err != nil {
+		return 0, a.failLocked(fmt.Errorf("append to the write-ahead log: %w", err))
+	}
+	a.noteAppendLocked(pos.Segment, maxMinute, late)
+	return pos.End, nil
+}
+
 // refuseLocked answers why no batch can be taken now, or nil.
 func (a *Aggregator) refuseLocked() error {
 	switch {
@@ -435,9 +457,8 @@ func (a *Aggregator) refuseLocked() error {
 	case a.seen.Len() >= a.cfg.MaxOpenIDs:
 		a.m.overload.WithLabelValues("open_ids").Inc()
 		return status.Errorf(codes.ResourceExhausted, "aggregator %s remembers %d click ids of open minutes (--max-open-ids=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Len(), a.cfg.MaxOpenIDs)
-	case a.ob.retained() >= a.cfg.MaxOutbox:
-		a.m.overload.WithLabelValues("outbox").Inc()
-		return status.Error(codes.ResourceExhausted, "aggregator outbox full: reducers are not keeping up; retry later")
+	case a.outboxFull():
+		return a.outboxRefusal()
 	case a.wal.Full():
 		a.m.overload.WithLabelValues("wal").Inc()
 		return status.Errorf(codes.ResourceExhausted, "aggregator %s: write-ahead log holds more than --wal-max-buffer-bytes (%d) not yet synced: the disk is not keeping up with the load; retry later, or add aggregators", a.cfg.NodeID, a.cfg.WAL.MaxBufferBytes)

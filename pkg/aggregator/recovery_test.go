@@ -351,3 +351,40 @@ func TestOpenIDsBound(t *testing.T) {
 		t.Fatalf("Forward beyond --max-open-ids: %v, want RESOURCE_EXHAUSTED naming the flag", err)
 	}
 }
+
+// TestLargeBatchSplitsLogRecords: a batch whose log record would grow past
+// maxRecordPart is logged as several records; after a crash every click of
+// it is recovered exactly once.
+func TestLargeBatchSplitsLogRecords(t *testing.T) {
+	old := maxRecordPart
+	maxRecordPart = 300 // bytes: a few clicks per record
+	t.Cleanup(func() { maxRecordPart = old })
+	env := newTestAggregator(t, start, nil, nil)
+	var evs []*adclickv1.ClickEvent
+	want := map[countKey]int64{}
+	for i := range 200 {
+		ev := click(fmt.Sprintf("click-%04d-%s", i, strings.Repeat("x", 20)), fmt.Sprintf("ad-%d", i%9), start)
+		evs = append(evs, ev)
+		want[countKey{0, ev.AdId, clock.Minute(start)}]++
+	}
+	before := env.agg.wal.Stats().Appends
+	for _, s := range forward(t, env.agg, evs...).Status {
+		if s != accepted {
+			t.Fatalf("status %s", s)
+		}
+	}
+	if n := env.agg.wal.Stats().Appends - before; n < 10 {
+		t.Fatalf("one batch of 200 long clicks made %d log records; want it split", n)
+	}
+	env.crash()
+	env.open(t)
+	got := emitted(t, env.agg)
+	for k, n := range want {
+		if got[k] != n {
+			t.Fatalf("%v recovered %d, want %d", k, got[k], n)
+		}
+	}
+	if s := forward(t, env.agg, evs[17]).Status[0]; s != duplicate {
+		t.Fatalf("resend after recovery: %s", s)
+	}
+}

@@ -37,8 +37,9 @@ var (
 const DefaultLead = 105 * time.Second
 
 // confirmEvery is how often a Watcher re-reads the filters to confirm its
-// view is current.
-const confirmEvery = 5 * time.Second
+// view is current: well within the shortest view TTL (5 s), for a read of
+// at most --max-filters small values.
+const confirmEvery = time.Second
 
 func key(id int64) string { return fmt.Sprintf("%s%020d", keyPrefix, id) }
 

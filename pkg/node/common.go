@@ -118,8 +118,8 @@ func (c Common) Validate(role Role) error {
 	if err := c.Gossip.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if c.RingViewTTL != 0 && (c.RingViewTTL < time.Second || c.RingViewTTL%time.Second != 0) {
-		errs = append(errs, fmt.Errorf("--ring-view-ttl=%s: a whole number of seconds, at least 1s", c.RingViewTTL))
+	if c.RingViewTTL != 0 && (c.RingViewTTL < 5*time.Second || c.RingViewTTL%time.Second != 0) {
+		errs = append(errs, fmt.Errorf("--ring-view-ttl=%s: a whole number of seconds, at least 5s (views are confirmed every second or so)", c.RingViewTTL))
 	}
 	if c.LeaseTTL < time.Second {
 		errs = append(errs, fmt.Errorf("--lease-ttl=%s: at least 1s", c.LeaseTTL))

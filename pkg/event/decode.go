@@ -101,8 +101,10 @@ func UnmarshalIngest(b []byte, req *adclickv1.IngestRequest) error {
 			return fmt.Errorf("ingest request field %d: %w", num, protowire.ParseError(m))
 		}
 		if num != 1 || typ != protowire.BytesType {
-			// Not an event: kept as an unknown field, as proto.Unmarshal does.
-			unknown = append(unknown, b[:n+m]...)
+			// Not an event: kept as an unknown field, as proto.Unmarshal
+			// does (which writes the tag in its shortest form).
+			unknown = protowire.AppendTag(unknown, num, typ)
+			unknown = append(unknown, b[n:n+m]...)
 			b = b[n+m:]
 			continue
 		}

@@ -19,7 +19,7 @@ import (
 // hot, ends them when they cool (or drops them once the grant was ended by
 // a drain or an operator), and ends any auto grant whose lease lapsed.
 func (n *Aggregator) hotLoop(ctx context.Context, cfg aggregator.Config) {
-	self, log := n.common.NodeID, n.env.Log.With("component", "hotad", "node", n.common.NodeID)
+	self, log := n.common.NodeID, n.env.Log.With("component", "hotad")
 	m := hotad.NewMetrics(n.srv.Registry)
 	g := hotad.NewGranter(hotad.GranterConfig{Node: self, TTL: cfg.HotGrantTTL, FanoutMax: cfg.HotFanoutMax}, n.etcd, n.env.Clock, log, m)
 	tr := hotad.NewTracker(hotad.Params{Share: cfg.HotShare, MinRate: cfg.HotMinRate})

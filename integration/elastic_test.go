@@ -96,6 +96,26 @@ func (c *twoRouterClient) run(ctx context.Context, worker int, stop <-chan struc
 	}
 }
 
+// addRouterB adds the arguments of a second router process, "router-b",
+// and returns its gRPC address.
+func (c *faultCluster) addRouterB() string {
+	addr := freeAddr(c.t)
+	c.args["router-b"] = []string{"router", "--etcd-endpoints", c.etcdAddr, "--grpc-addr", addr, "--http-addr", "127.0.0.1:0",
+		"--log-level", "warn", "--gossip-addr", "127.0.0.1:0", "--node-id", "router-b"}
+	return addr
+}
+
+// dialIngest returns an ingest client of the router at addr, closed at the end of the test.
+func dialIngest(t *testing.T, addr string) adclickv1.IngestServiceClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return adclickv1.NewIngestServiceClient(conn)
+}
+
 // admin runs `adclick admin` against the cluster's etcd.
 func (c *faultCluster) admin(t *testing.T, args ...string) string {
 	t.Helper()
@@ -123,21 +143,12 @@ func TestElasticRingExactlyOnce(t *testing.T) {
 		c.args[id] = append(c.args[id], "--ring-view-ttl", "5s")
 	}
 	c.node("aggregator", "aggregator-4", "--ring-view-ttl", "5s", "--allowed-lateness", "2s")
-	routerB := freeAddr(t)
-	c.args["router-b"] = []string{"router", "--etcd-endpoints", c.etcdAddr, "--grpc-addr", routerB, "--http-addr", "127.0.0.1:0", "--log-level", "warn", "--gossip-addr", "127.0.0.1:0", "--node-id", "router-b"}
+	routerB := c.addRouterB()
 	c.startAll()
 	c.start("router-b")
-	dial := func(addr string) adclickv1.IngestServiceClient {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return adclickv1.NewIngestServiceClient(conn)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 12*time.Minute)
 	defer cancel()
-	cl := &twoRouterClient{a: dial(c.router), b: dial(routerB), truth: truth{}}
+	cl := &twoRouterClient{a: dialIngest(t, c.router), b: dialIngest(t, routerB), truth: truth{}}
 	start := time.Now()
 	stop := make(chan struct{})
 	errs := make(chan error, 2)

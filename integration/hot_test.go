@@ -14,8 +14,6 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/admin"
 	"github.com/adclick/adclick/pkg/clock"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -125,21 +123,12 @@ func TestHotAdSplitExactlyOnce(t *testing.T) {
 		metricsAddr[id] = freeAddr(t)
 		c.args[id] = append(c.args[id], "--ring-view-ttl", "5s", "--hot-min-rate", "150", "--hot-grant-ttl", "6s", "--http-addr", metricsAddr[id])
 	}
-	routerB := freeAddr(t)
-	c.args["router-b"] = []string{"router", "--etcd-endpoints", c.etcdAddr, "--grpc-addr", routerB, "--http-addr", "127.0.0.1:0", "--log-level", "warn", "--gossip-addr", "127.0.0.1:0", "--node-id", "router-b"}
+	routerB := c.addRouterB()
 	c.startAll()
 	c.start("router-b")
-	dial := func(addr string) adclickv1.IngestServiceClient {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return adclickv1.NewIngestServiceClient(conn)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	cl := &twoRouterClient{a: dial(c.router), b: dial(routerB), truth: truth{}}
+	cl := &twoRouterClient{a: dialIngest(t, c.router), b: dialIngest(t, routerB), truth: truth{}}
 	start := time.Now()
 	elapsed := func() string { return fmt.Sprintf("%5.1fs", time.Since(start).Seconds()) }
 	stop := make(chan struct{})

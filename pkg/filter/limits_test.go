@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
 	"sync"
 	"testing"
@@ -12,23 +11,11 @@ import (
 
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/etcdembed"
+	"github.com/adclick/adclick/pkg/etcdembed/etcdtest"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
-func startEtcd(t *testing.T) (*etcdembed.Server, *clientv3.Client) {
-	t.Helper()
-	srv, err := etcdembed.Start(t.TempDir(), "127.0.0.1:0", slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return srv, cli
-}
+func startEtcd(t *testing.T) (*etcdembed.Server, *clientv3.Client) { return etcdtest.Start(t) }
 
 // TestCreateAtMostBoundsFilters creates filters concurrently, as several
 // routers would, against a limit: exactly the limit must succeed, the rest

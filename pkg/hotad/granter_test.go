@@ -10,24 +10,11 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/adclick/adclick/pkg/clock"
-	"github.com/adclick/adclick/pkg/etcdembed"
+	"github.com/adclick/adclick/pkg/etcdembed/etcdtest"
 	"github.com/adclick/adclick/pkg/ring"
 )
 
-func startEtcd(t *testing.T) *clientv3.Client {
-	t.Helper()
-	srv, err := etcdembed.Start(t.TempDir(), "127.0.0.1:0", slog.Default())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Close)
-	cli, err := srv.Client()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	return cli
-}
+func startEtcd(t *testing.T) *clientv3.Client { return etcdtest.Client(t) }
 
 func history(t *testing.T, cli *clientv3.Client) *ring.History {
 	t.Helper()

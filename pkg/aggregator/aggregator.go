@@ -159,7 +159,7 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 		seen:       dedup.New(),
 		segs:       make(map[uint64]*segInfo),
 	}
-	store, err := aggstate.Open(filepath.Join(cfg.DataDir, "state"), deps.Log)
+	store, err := aggstate.Open(filepath.Join(cfg.DataDir, "state"), filepath.Join(cfg.DataDir, "ids"), deps.Log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -517,9 +517,6 @@ func (a *Aggregator) tick() error {
 	return a.commit(a.clock.Now())
 }
 
-// idBatchBytes bounds one unsynced batch of click ids written by a commit:
-// a minute of millions of ids goes to Pebble in pieces, not one huge batch.
-const idBatchBytes = 32 << 20
 
 // commit closes the minutes due at now and makes durable, in order: the
 // click ids of the closed minutes and of the pending corrections (in
@@ -553,6 +550,7 @@ func (a *Aggregator) commit(now time.Time) error {
 		return nil
 	}
 	meta := a.meta
+	firstClosed := meta.NextMinute // minutes from here on close now; those before are corrections
 	frozen := a.seen.Detach(next)
 	a.closing = frozen
 	a.commitsStarted++
@@ -573,7 +571,7 @@ func (a *Aggregator) commit(now time.Time) error {
 	if a.commitHook != nil {
 		a.commitHook()
 	}
-	err := a.writeCommit(frozen, parts, meta)
+	err := a.writeCommit(frozen, firstClosed, parts, meta)
 
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -599,24 +597,25 @@ func (a *Aggregator) commit(now time.Time) error {
 	return nil
 }
 
-// writeCommit writes frozen's ids in unsynced batches, then parts and meta
-// in one synced batch (which makes the earlier ones durable too).
-func (a *Aggregator) writeCommit(frozen *dedup.Frozen, parts []*clusterv1.Partial, meta aggstate.Meta) error {
+// writeCommit makes frozen's ids durable, then commits parts and meta in
+// one synced batch. The ids of each minute that closes now (from
+// firstClosed on) go to the minute's id file, written sequentially as the
+// minute's in-memory layout and fsynced (no per-id work); the ids of late
+// clicks of minutes closed earlier, few, go into the batch as keys. The
+// batch names the new files, so they become part of the state with it.
+func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts []*clusterv1.Partial, meta aggstate.Meta) error {
 	b := a.store.NewBatch()
-	var err error
-	frozen.Each(func(minute int64, id string) {
-		if err != nil {
-			return
+	for _, minute := range frozen.Minutes() {
+		if minute >= firstClosed {
+			n, err := a.store.WriteIDFile(frozen, minute)
+			if err != nil {
+				b.Discard()
+				return err
+			}
+			b.AddIDFile(minute, n)
+			continue
 		}
-		b.AddID(minute, id)
-		if b.Bytes() >= idBatchBytes {
-			err = b.CommitNoSync()
-			b = a.store.NewBatch()
-		}
-	})
-	if err != nil {
-		b.Discard()
-		return err
+		frozen.EachIn(minute, func(id string) { b.AddID(minute, id) })
 	}
 	for _, p := range parts {
 		if err := b.AddPartial(p); err != nil {

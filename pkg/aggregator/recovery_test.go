@@ -15,6 +15,7 @@ import (
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/dedup"
 	"github.com/adclick/adclick/pkg/wal"
 )
 
@@ -386,5 +387,66 @@ func TestLargeBatchSplitsLogRecords(t *testing.T) {
 	}
 	if s := forward(t, env.agg, evs[17]).Status[0]; s != duplicate {
 		t.Fatalf("resend after recovery: %s", s)
+	}
+}
+
+// TestIDFilesLifecycle: a closed minute's ids go to its id file, which the
+// state refers to; a file no commit refers to (a crash between writing it
+// and the commit) is deleted at the next start without touching dedup; a
+// minute leaving the late horizon takes its file with it.
+func TestIDFilesLifecycle(t *testing.T) {
+	env := newTestAggregator(t, start, nil, func(c *Config) { c.LateHorizon = 10 * time.Minute })
+	a := env.agg
+	m0 := clock.MinuteTime(a.FirstMinute())
+	ids := []string{"c1", "c2", "c3"}
+	for _, id := range ids {
+		forward(t, a, click(id, "a", m0.Add(time.Second)))
+	}
+	env.clk.Set(m0.Add(time.Minute + 16*time.Second))
+	if err := a.tick(); err != nil {
+		t.Fatal(err)
+	}
+	idsDir := filepath.Join(env.cfg.DataDir, "ids")
+	m0File := filepath.Join(idsDir, fmt.Sprint(a.FirstMinute())+".ids")
+	if _, err := os.Stat(m0File); err != nil {
+		t.Fatalf("closed minute's id file: %v", err)
+	}
+	if files, n := a.store.IDFiles(); files != 1 || n != len(ids) {
+		t.Fatalf("state refers to %d id files with %d ids, want 1 with %d", files, n, len(ids))
+	}
+	// A later minute's file written but never committed, as a crash leaves it.
+	stray := dedup.New()
+	stray.Add(a.FirstMinute()+60, "c9")
+	if _, err := a.store.WriteIDFile(stray.Detach(a.FirstMinute()+120), a.FirstMinute()+60); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(idsDir, "123.ids.tmp"), []byte("torn"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env.crash()
+	env.open(t)
+	a = env.agg
+	left, _ := filepath.Glob(filepath.Join(idsDir, "*"))
+	if len(left) != 1 || left[0] != m0File {
+		t.Fatalf("after restart the ids dir holds %v, want only %s", left, m0File)
+	}
+	for _, id := range ids {
+		if got := forward(t, a, click(id, "a", m0.Add(time.Second))).Status[0]; got != duplicate {
+			t.Fatalf("retry of %s after restart: %v, want DUPLICATE", id, got)
+		}
+	}
+	if got := forward(t, a, click("c9", "a", m0.Add(61*time.Second))).Status[0]; got != accepted {
+		t.Fatalf("click of the stray file's minute: %v, want ACCEPTED (the uncommitted file must not count)", got)
+	}
+	// The minute leaves the horizon: its file goes.
+	env.clk.Set(m0.Add(11 * time.Minute))
+	if err := a.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(m0File); !os.IsNotExist(err) {
+		t.Fatalf("id file of a minute past the horizon: %v, want it deleted", err)
+	}
+	if files, _ := a.store.IDFiles(); files != 1 { // the minute of c9 closed meanwhile
+		t.Fatalf("state refers to %d id files, want 1", files)
 	}
 }

@@ -6,9 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/dedup"
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
 	"google.golang.org/protobuf/proto"
@@ -17,9 +22,13 @@ import (
 // Key prefixes.
 const (
 	prefixMeta   = 'm'
-	prefixID     = 'd' // 'd' | minute | click_id
+	prefixID     = 'd' // 'd' | minute | click_id: ids of late clicks and handed-over ids
+	prefixFile   = 'f' // 'f' | minute -> id count: the minute's id file is part of the state
 	prefixOutbox = 'o' // 'o' | sequence
 )
+
+// idFileSuffix names a closed minute's id file: <minute>.ids.
+const idFileSuffix = ".ids"
 
 // ErrClosed is returned after Close.
 var ErrClosed = errors.New("aggstate: closed")
@@ -73,21 +82,28 @@ func outboxKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte{prefixOutbox}, seq)
 }
 
-// Store is the aggregator's Pebble database. Safe for concurrent use;
-// a Batch is used by one goroutine.
+// Store is the aggregator's Pebble database and its id files. Safe for
+// concurrent use; a Batch is used by one goroutine.
 type Store struct {
-	mu     sync.RWMutex // write-held only by Close: operations do not race a closing DB
+	mu     sync.RWMutex // write-held by Close and while id files come and go
 	db     *pebble.DB
+	idsDir string
+	files  map[int64]*dedup.File // the closed minutes' id files, by minute
+	log    *slog.Logger
 	closed bool
 }
 
-// Open opens (creating if needed) the database in dir.
-func Open(dir string, log *slog.Logger) (*Store, error) {
+// Open opens (creating if needed) the database in dir and the id files in
+// idsDir: those the database refers to are opened (one missing is an
+// error), any other (left by a commit a crash interrupted) is deleted.
+func Open(dir, idsDir string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("aggstate: create %s: %w", dir, err)
+	for _, d := range []string{dir, idsDir} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return nil, fmt.Errorf("aggstate: create %s: %w", d, err)
+		}
 	}
 	opts := &pebble.Options{
 		Logger: pebbleLogger{log.With("component", "pebble")},
@@ -107,7 +123,95 @@ func Open(dir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggstate: open pebble in %s: %w", dir, err)
 	}
-	return &Store{db: db}, nil
+	s := &Store{db: db, idsDir: idsDir, files: make(map[int64]*dedup.File), log: log}
+	if err := s.openIDFiles(); err != nil {
+		s.closeFiles()
+		db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) idFilePath(minute int64) string {
+	return filepath.Join(s.idsDir, strconv.FormatInt(minute, 10)+idFileSuffix)
+}
+
+// openIDFiles opens the id files the database refers to and deletes the others.
+func (s *Store) openIDFiles() error {
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixFile}, UpperBound: []byte{prefixFile + 1}})
+	if err != nil {
+		return fmt.Errorf("aggstate: list id files: %w", err)
+	}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) != 9 {
+			continue
+		}
+		m := int64(binary.BigEndian.Uint64(k[1:]) ^ 1<<63)
+		f, err := dedup.OpenFile(s.idFilePath(m))
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("aggstate: the id file of closed minute %d: %w (the state database refers to it; restore it, or the data dir)", m, err)
+		}
+		if want := binary.BigEndian.Uint64(it.Value()); uint64(f.Len()) != want || f.Minute() != m {
+			f.Close()
+			it.Close()
+			return fmt.Errorf("aggstate: %w: %s holds %d ids of minute %d, the state database says %d of minute %d", dedup.ErrCorrupt, f.Path(), f.Len(), f.Minute(), want, m)
+		}
+		s.files[m] = f
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("aggstate: list id files: %w", err)
+	}
+	entries, err := os.ReadDir(s.idsDir)
+	if err != nil {
+		return fmt.Errorf("aggstate: %w", err)
+	}
+	removed := 0
+	for _, e := range entries {
+		name := e.Name()
+		m, err := strconv.ParseInt(strings.TrimSuffix(name, idFileSuffix), 10, 64)
+		if err == nil && strings.HasSuffix(name, idFileSuffix) && s.files[m] != nil {
+			continue
+		}
+		if err := os.Remove(filepath.Join(s.idsDir, name)); err != nil {
+			return fmt.Errorf("aggstate: remove an id file no commit refers to: %w", err)
+		}
+		removed++
+	}
+	if removed > 0 {
+		s.log.Info("removed id files of commits a restart interrupted", "files", removed, "dir", s.idsDir)
+		return dedup.SyncDir(s.idsDir)
+	}
+	return nil
+}
+
+func (s *Store) closeFiles() {
+	for _, f := range s.files {
+		f.Close()
+	}
+	s.files = nil
+}
+
+// WriteIDFile writes the ids f holds under (closed) minute into the
+// minute's id file, synced. It becomes part of the state with the commit
+// of a Batch that names it (AddIDFile); until then a restart deletes it.
+func (s *Store) WriteIDFile(f *dedup.Frozen, minute int64) (int, error) {
+	n, err := f.WriteFile(minute, s.idFilePath(minute))
+	if err != nil {
+		return 0, fmt.Errorf("aggstate: %w", err)
+	}
+	return n, nil
+}
+
+// IDFiles is the number of id files and the ids they hold.
+func (s *Store) IDFiles() (files, ids int) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, f := range s.files {
+		ids += f.Len()
+	}
+	return len(s.files), ids
 }
 
 // Close closes the database; everything committed stays durable.
@@ -118,6 +222,7 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.closed = true
+	s.closeFiles()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("aggstate: close: %w", err)
 	}
@@ -169,12 +274,19 @@ func (s *Store) Outbox() ([]*clusterv1.Partial, error) {
 	return out, nil
 }
 
-// Seen reports whether id was persisted as counted in (closed) minute.
+// Seen reports whether id was persisted as counted in (closed) minute:
+// in the minute's id file, or as a key (late clicks, handed-over ids).
 func (s *Store) Seen(minute int64, id string) (bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return false, ErrClosed
+	}
+	if f := s.files[minute]; f != nil {
+		ok, err := f.Has(id)
+		if ok || err != nil {
+			return ok, err
+		}
 	}
 	var buf [64]byte
 	_, closer, err := s.db.Get(idKey(buf[:0], minute, id))
@@ -188,14 +300,27 @@ func (s *Store) Seen(minute int64, id string) (bool, error) {
 	return true, nil
 }
 
-// EachID calls fn with the click ids of every minute >= from, minute by
-// minute in ascending order, at most batch ids per call (the slice is
-// reused between calls).
+// EachID calls fn with the click ids of every minute >= from: those of
+// the id files, minute by minute in ascending order, then those kept as
+// keys likewise; at most batch ids per call (the slice is reused between
+// calls).
 func (s *Store) EachID(from int64, batch int, fn func(minute int64, ids []string) error) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return ErrClosed
+	}
+	minutes := make([]int64, 0, len(s.files))
+	for m := range s.files {
+		if m >= from {
+			minutes = append(minutes, m)
+		}
+	}
+	slices.Sort(minutes)
+	for _, m := range minutes {
+		if err := s.files[m].Each(batch, func(ids []string) error { return fn(m, ids) }); err != nil {
+			return err
+		}
 	}
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: appendMinute([]byte{prefixID}, from), UpperBound: []byte{prefixID + 1}})
 	if err != nil {
@@ -252,10 +377,12 @@ func (s *Store) DropOutbox(through uint64) error {
 
 // Batch collects writes committed at once. Not safe for concurrent use.
 type Batch struct {
-	s   *Store
-	b   *pebble.Batch
-	key []byte
-	ids int
+	s      *Store
+	b      *pebble.Batch
+	key    []byte
+	ids    int
+	files  []int64 // id files this batch makes part of the state
+	forget int64   // id files of minutes before this are dropped after the commit
 }
 
 // NewBatch starts a batch.
@@ -281,19 +408,80 @@ func (b *Batch) AddPartial(p *clusterv1.Partial) error {
 	return nil
 }
 
+// AddIDFile makes minute's id file, written by WriteIDFile with n ids,
+// part of the state when the batch commits.
+func (b *Batch) AddIDFile(minute int64, n int) {
+	_ = b.b.Set(appendMinute([]byte{prefixFile}, minute), binary.BigEndian.AppendUint64(nil, uint64(n)), nil)
+	b.files = append(b.files, minute)
+}
+
 // SetMeta writes the meta record.
 func (b *Batch) SetMeta(m Meta) { _ = b.b.Set([]byte{prefixMeta}, m.encode(), nil) }
 
-// ForgetIDsBefore deletes the ids of every minute before the given one.
+// ForgetIDsBefore deletes the ids of every minute before the given one,
+// keys and id files (the files once the batch committed).
 func (b *Batch) ForgetIDsBefore(minute int64) {
-	lo := appendMinute([]byte{prefixID}, -1<<63)
-	_ = b.b.DeleteRange(lo, appendMinute([]byte{prefixID}, minute), nil)
+	for _, p := range []byte{prefixID, prefixFile} {
+		_ = b.b.DeleteRange(appendMinute([]byte{p}, -1<<63), appendMinute([]byte{p}, minute), nil)
+	}
+	b.forget = minute
 }
 
-// Commit writes the batch, synced, and releases it.
+// Commit writes the batch, synced, and releases it; then it opens the id
+// files the batch added and deletes those it forgot.
 func (b *Batch) Commit() error {
-	b.s.mu.RLock()
-	defer b.s.mu.RUnlock()
+	s := b.s
+	s.mu.RLock()
+	err := b.commitLocked()
+	s.mu.RUnlock()
+	if err != nil || len(b.files) == 0 && b.forget == 0 {
+		return err
+	}
+	opened := make(map[int64]*dedup.File, len(b.files))
+	for _, m := range b.files {
+		f, err := dedup.OpenFile(s.idFilePath(m))
+		if err != nil {
+			for _, f := range opened {
+				f.Close()
+			}
+			return fmt.Errorf("aggstate: open the id file just committed: %w", err)
+		}
+		opened[m] = f
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		for _, f := range opened {
+			f.Close()
+		}
+		return ErrClosed
+	}
+	var drop []*dedup.File
+	for m, f := range s.files {
+		if m < b.forget {
+			drop = append(drop, f)
+			delete(s.files, m)
+		}
+	}
+	for m, f := range opened {
+		if old := s.files[m]; old != nil {
+			old.Close()
+		}
+		s.files[m] = f
+	}
+	s.mu.Unlock()
+	for _, f := range drop {
+		f.Close()
+		// Not referred to any more: a file left by a failed removal is
+		// deleted at the next Open.
+		if err := os.Remove(f.Path()); err != nil {
+			s.log.Warn("cannot delete the id file of a minute past the late horizon; it is deleted at the next start", "file", f.Path(), "err", err)
+		}
+	}
+	return nil
+}
+
+func (b *Batch) commitLocked() error {
 	defer b.b.Close()
 	if b.s.closed {
 		return ErrClosed

@@ -1,0 +1,163 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+)
+
+// frozenOf adds ids under minute to a fresh set and detaches it.
+func frozenOf(minute int64, ids []string) *Frozen {
+	s := New()
+	for _, id := range ids {
+		s.Add(minute, id)
+	}
+	return s.Detach(minute + 60)
+}
+
+// TestFileRoundTrip writes a minute with many ids (several arena chunks,
+// growing shards), the empty id, long ids kept in overflow and forced hash
+// collisions, then looks every id up in the file, and ids that are not there.
+func TestFileRoundTrip(t *testing.T) {
+	tests := []struct {
+		name    string
+		ids     []string
+		collide bool
+	}{
+		{name: "empty minute"},
+		{name: "one id", ids: []string{"a"}},
+		{name: "empty, long and prefix ids", ids: []string{"", "ab", "a", "abc", strings.Repeat("x", maxArenaID), strings.Repeat("y", maxArenaID+1), strings.Repeat("z", 5000)}},
+		{name: "many ids over several chunks", ids: manyIDs(60000, 40)},
+		{name: "all on one hash", ids: manyIDs(300, 3), collide: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.collide {
+				old := hashID
+				hashID = func(string) uint64 { return 1 << 63 }
+				t.Cleanup(func() { hashID = old })
+			}
+			f := frozenOf(120, tt.ids)
+			path := filepath.Join(t.TempDir(), "120.ids")
+			n, err := f.WriteFile(120, path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != len(tt.ids) {
+				t.Fatalf("wrote %d ids, want %d", n, len(tt.ids))
+			}
+			if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+				t.Fatalf("temporary file left behind: %v", err)
+			}
+			idf, err := OpenFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer idf.Close()
+			if idf.Minute() != 120 || idf.Len() != len(tt.ids) {
+				t.Fatalf("minute %d len %d, want 120 and %d", idf.Minute(), idf.Len(), len(tt.ids))
+			}
+			for _, id := range tt.ids {
+				if ok, err := idf.Has(id); !ok || err != nil {
+					t.Fatalf("Has(%.20q) = %v, %v; want true", id, ok, err)
+				}
+			}
+			for _, id := range []string{"absent", "a-", strings.Repeat("x", maxArenaID-1), "click-0000000-x", strings.Repeat("z", 4999)} {
+				if slices.Contains(tt.ids, id) {
+					continue
+				}
+				if ok, err := idf.Has(id); ok || err != nil {
+					t.Fatalf("Has(%.20q) = %v, %v; want false", id, ok, err)
+				}
+			}
+			var got []string
+			if err := idf.Each(1000, func(ids []string) error {
+				if len(ids) > 1000 {
+					t.Fatalf("batch of %d ids, want at most 1000", len(ids))
+				}
+				got = append(got, ids...)
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			want := slices.Clone(tt.ids)
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Fatalf("Each gave %d ids, want %d (first difference matters)", len(got), len(want))
+			}
+		})
+	}
+}
+
+func manyIDs(n, width int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("click-%07d-%s", i, strings.Repeat("q", i%width))
+	}
+	return ids
+}
+
+// TestFileCorrupt checks that a damaged header or a cut file is refused at
+// open with ErrCorrupt, and a damaged location is an error, not a wrong answer.
+func TestFileCorrupt(t *testing.T) {
+	ids := manyIDs(5000, 10)
+	path := filepath.Join(t.TempDir(), "0.ids")
+	if _, err := frozenOf(0, ids).WriteFile(0, path); err != nil {
+		t.Fatal(err)
+	}
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, damage := range map[string]func([]byte) []byte{
+		"flipped header byte": func(b []byte) []byte { b[20] ^= 1; return b },
+		"flipped directory":   func(b []byte) []byte { b[fileHeaderSize+100] ^= 1; return b },
+		"cut short":           func(b []byte) []byte { return b[:len(b)-10] },
+		"bad magic":           func(b []byte) []byte { b[0] = 'X'; return b },
+	} {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "bad.ids")
+			if err := os.WriteFile(p, damage(slices.Clone(good)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if f, err := OpenFile(p); !errors.Is(err, ErrCorrupt) {
+				if f != nil {
+					f.Close()
+				}
+				t.Fatalf("OpenFile = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+	t.Run("location past the arena", func(t *testing.T) {
+		b := slices.Clone(good)
+		// Point every location of every shard far past the end.
+		f, err := OpenFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range f.dir {
+			for i := range d.slots {
+				off := d.off + d.slots*8 + i*4
+				b[off], b[off+1], b[off+2], b[off+3] = 0xff, 0xff, 0xff, 0x7f
+			}
+		}
+		f.Close()
+		p := filepath.Join(t.TempDir(), "loc.ids")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		bad, err := OpenFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer bad.Close()
+		if ok, err := bad.Has(ids[0]); ok || !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Has = %v, %v; want an ErrCorrupt", ok, err)
+		}
+	})
+}

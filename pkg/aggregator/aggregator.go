@@ -156,7 +156,7 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 		m:          m,
 		delivering: make(sem, 1),
 		failed:     make(chan struct{}),
-		seen:       dedup.New(),
+		seen:       dedup.NewSpilling(filepath.Join(cfg.DataDir, "ids")),
 		segs:       make(map[uint64]*segInfo),
 	}
 	store, err := aggstate.Open(filepath.Join(cfg.DataDir, "state"), filepath.Join(cfg.DataDir, "ids"), deps.Log)
@@ -255,6 +255,11 @@ func (a *Aggregator) replay(seg uint64, payload []byte) (replayed, skipped int, 
 		replayed++
 	}
 	a.fids = r.filters
+	if r.err == nil {
+		if err := a.seen.Err(); err != nil {
+			return replayed, skipped, err
+		}
+	}
 	return replayed, skipped, r.err
 }
 
@@ -403,6 +408,13 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 		}
 	}
 	a.rec = rec
+	if err := a.seen.Err(); err != nil {
+		// An id read back from its spill file may have been answered
+		// wrongly: acknowledge nothing and recover from the log.
+		err = a.failLocked(fmt.Errorf("click ids of an open minute: %w", err))
+		a.mu.Unlock()
+		return nil, err
+	}
 	if len(rec) > 1 { // more than the version byte
 		if durableAt, err = a.appendRecordLocked(rec, maxMinute, late > 0); err != nil {
 			a.mu.Unlock()
@@ -457,6 +469,9 @@ func (a *Aggregator) refuseLocked() error {
 	case a.seen.Len() >= a.cfg.MaxOpenIDs:
 		a.m.overload.WithLabelValues("open_ids").Inc()
 		return status.Errorf(codes.ResourceExhausted, "aggregator %s remembers %d click ids of open minutes (--max-open-ids=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Len(), a.cfg.MaxOpenIDs)
+	case a.seen.Bytes() >= a.cfg.MaxOpenIDBytes:
+		a.m.overload.WithLabelValues("open_id_bytes").Inc()
+		return status.Errorf(codes.ResourceExhausted, "aggregator %s holds %d bytes of click ids of open minutes in memory (--max-open-id-bytes=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Bytes(), a.cfg.MaxOpenIDBytes)
 	case a.outboxFull():
 		return a.outboxRefusal()
 	case a.wal.Full():
@@ -517,7 +532,6 @@ func (a *Aggregator) tick() error {
 	return a.commit(a.clock.Now())
 }
 
-
 // commit closes the minutes due at now and makes durable, in order: the
 // click ids of the closed minutes and of the pending corrections (in
 // unsynced batches), then one synced batch with their partials (taking the
@@ -566,6 +580,7 @@ func (a *Aggregator) commit(now time.Time) error {
 	}
 	meta.NextMinute = next
 	a.m.dedupIDs.Set(float64(a.seen.Len()))
+	a.m.dedupBytes.Set(float64(a.seen.Bytes()))
 	a.mu.Unlock()
 
 	if a.commitHook != nil {
@@ -576,6 +591,7 @@ func (a *Aggregator) commit(now time.Time) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closing = nil
+	defer frozen.Release() // no lookup reaches it any more
 	if err != nil {
 		// The closed minutes left the counter: this node cannot go on.
 		return a.failLocked(fmt.Errorf("commit closed minutes: %w", err))
@@ -615,7 +631,10 @@ func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts 
 			b.AddIDFile(minute, n)
 			continue
 		}
-		frozen.EachIn(minute, func(id string) { b.AddID(minute, id) })
+		if err := frozen.EachIn(minute, func(id string) { b.AddID(minute, id) }); err != nil {
+			b.Discard()
+			return err
+		}
 	}
 	for _, p := range parts {
 		if err := b.AddPartial(p); err != nil {
@@ -761,6 +780,7 @@ func (a *Aggregator) Close() error {
 		return nil
 	}
 	a.closed, a.draining = true, true
+	a.seen.Close() // open minutes are in the log; their spill files go
 	a.mu.Unlock()
 	werr := a.wal.Close()
 	if errors.Is(werr, wal.ErrClosed) {

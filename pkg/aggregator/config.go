@@ -28,9 +28,13 @@ const (
 	// so the partial count alone allows many GB; 256 MiB is a few hours of
 	// a busy node's closed minutes.
 	defaultMaxOutboxBytes = 256 << 20
-	// 40M ids of open minutes is ~3 GB of memory at ~75 bytes per id, and
-	// 500k clicks/s for the 75 s a minute stays open (lateness 15 s).
+	// 40M ids of open minutes is 500k clicks/s for the 75 s a minute stays
+	// open (lateness 15 s); their ids are on disk, their index ~20 bytes each.
 	defaultMaxOpenIDs = 40_000_000
+	// What bounds the dedup memory: index slots (8 bytes, a shard at most
+	// 5/8 full) and the arena chunks not yet spilled. 768 MiB holds the
+	// default 40M open ids at the index's mean load.
+	defaultMaxOpenIDBytes = 768 << 20
 	// 16384 counts of up to ~150 bytes stay under gRPC's 4 MiB message limit.
 	defaultPartialMaxCounts = 16384
 	// A reducer that does not answer within this is retried, not waited for.
@@ -59,7 +63,8 @@ type Config struct {
 	DeliverBatch    int           // partials per Apply call at most
 	MaxOutbox       int           // partials retained at most before Forward answers RESOURCE_EXHAUSTED
 	MaxOutboxBytes  int64         // encoded bytes of partials retained at most, likewise
-	MaxOpenIDs      int           // click ids of open minutes kept in memory at most, before Forward answers RESOURCE_EXHAUSTED
+	MaxOpenIDs      int           // click ids of open minutes remembered at most, before Forward answers RESOURCE_EXHAUSTED
+	MaxOpenIDBytes  int64         // memory for them at most (index and unspilled arena), likewise
 	// PartialMaxCounts bounds the counts of one partial and of one Apply
 	// call; a minute with more counts is sent as several partials.
 	PartialMaxCounts  int
@@ -85,7 +90,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.DeliverBatch, "deliver-batch", defaultDeliverBatch, "partials per Apply call to a reducer, at most")
 	fs.IntVar(&c.MaxOutbox, "max-outbox", defaultMaxOutbox, "partials kept for reducers at most; beyond it Forward answers RESOURCE_EXHAUSTED")
 	fs.Int64Var(&c.MaxOutboxBytes, "max-outbox-bytes", defaultMaxOutboxBytes, "bytes of partials kept for reducers (in memory, and on disk) at most; beyond it Forward answers RESOURCE_EXHAUSTED")
-	fs.IntVar(&c.MaxOpenIDs, "max-open-ids", defaultMaxOpenIDs, "click ids of open minutes held in memory at most (~75 bytes each); beyond it Forward answers RESOURCE_EXHAUSTED")
+	fs.IntVar(&c.MaxOpenIDs, "max-open-ids", defaultMaxOpenIDs, "click ids of open minutes remembered at most; beyond it Forward answers RESOURCE_EXHAUSTED")
+	fs.Int64Var(&c.MaxOpenIDBytes, "max-open-id-bytes", defaultMaxOpenIDBytes, "memory for the click ids of open minutes at most (their index, ~20 bytes an id; the ids themselves go to disk as the minute fills); beyond it Forward answers RESOURCE_EXHAUSTED")
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
 	fs.DurationVar(&c.DeliverBackoffMax, "deliver-backoff-max", defaultDeliverBackoffMax, "cap of the retry backoff towards a failing reducer")
@@ -116,6 +122,9 @@ func (c Config) withDefaults() Config {
 	defInt(&c.MaxOutbox, defaultMaxOutbox)
 	if c.MaxOutboxBytes == 0 {
 		c.MaxOutboxBytes = defaultMaxOutboxBytes
+	}
+	if c.MaxOpenIDBytes == 0 {
+		c.MaxOpenIDBytes = defaultMaxOpenIDBytes
 	}
 	defInt(&c.MaxOpenIDs, defaultMaxOpenIDs)
 	defInt(&c.PartialMaxCounts, defaultPartialMaxCounts)
@@ -150,6 +159,9 @@ func (c Config) Validate() error {
 		if n < 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", name, n))
 		}
+	}
+	if c.MaxOpenIDBytes < 0 {
+		errs = append(errs, fmt.Errorf("--max-open-id-bytes must be positive, got %d", c.MaxOpenIDBytes))
 	}
 	if c.MaxOutboxBytes < 0 {
 		errs = append(errs, fmt.Errorf("--max-outbox-bytes must be positive, got %d", c.MaxOutboxBytes))

@@ -14,6 +14,7 @@ type metrics struct {
 	minutesClosed                 prometheus.Counter
 	openMinutes                   prometheus.Gauge
 	dedupIDs                      prometheus.Gauge
+	dedupBytes                    prometheus.Gauge
 	outbox                        prometheus.Gauge
 	outboxBytes                   prometheus.Gauge
 	delivered                     *prometheus.CounterVec
@@ -61,7 +62,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		dedupIDs: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_aggregator_dedup_ids",
-			Help: "Click ids remembered for dedup (within the late horizon).",
+			Help: "Click ids of open minutes (and late clicks not yet committed) remembered in memory for dedup; closed minutes' ids are in id files.",
+		}),
+		dedupBytes: f.NewGauge(prometheus.GaugeOpts{
+			Name: "adclick_aggregator_dedup_bytes",
+			Help: "Memory held for the click ids of open minutes: index slots and arena chunks not yet spilled to disk (bounded by --max-open-id-bytes).",
 		}),
 		outbox: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_aggregator_outbox_partials",

@@ -450,3 +450,65 @@ func TestIDFilesLifecycle(t *testing.T) {
 		t.Fatalf("state refers to %d id files, want 1", files)
 	}
 }
+
+// TestSpilledMinuteExact: a minute big enough that its ids spill to disk
+// while open (several 1 MiB chunks) still dedups exactly: retries while
+// open (confirmed from the spill file), after a kill -9 (the spill file is
+// deleted and the log rebuilds the minute), and after the minute closed
+// (from its id file); the emitted count is the number of distinct clicks.
+func TestSpilledMinuteExact(t *testing.T) {
+	env := newTestAggregator(t, start, nil, nil)
+	m0 := clock.MinuteTime(env.agg.FirstMinute())
+	at := m0.Add(40 * time.Second)
+	const n = 80000 // ~3.5 MiB of 40-byte ids
+	evs := make([]*adclickv1.ClickEvent, n)
+	for i := range evs {
+		evs[i] = click(fmt.Sprintf("spilled-click-%08d-%s", i, strings.Repeat("x", 10)), fmt.Sprint("ad-", i%97), at)
+	}
+	resend := func(what string) {
+		t.Helper()
+		for i := 0; i < n; i += 4000 {
+			batch := evs[i : i+1000]
+			for j, s := range forward(t, env.agg, batch...).Status {
+				if s != duplicate {
+					t.Fatalf("%s: resend of %s answered %v, want DUPLICATE", what, batch[j].ClickId, s)
+				}
+			}
+		}
+	}
+	for i := 0; i < n; i += 2000 {
+		for _, s := range forward(t, env.agg, evs[i:i+2000]...).Status {
+			if s != accepted {
+				t.Fatalf("first send answered %v", s)
+			}
+		}
+	}
+	spills, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "ids", "*.ids.open"))
+	if len(spills) != 1 {
+		t.Fatalf("spill files %v, want the open minute's", spills)
+	}
+	resend("open minute")
+	env.crash()
+	env.open(t)
+	if spills, _ := filepath.Glob(filepath.Join(env.cfg.DataDir, "ids", "*.ids.open")); len(spills) > 1 {
+		t.Fatalf("after restart: spill files %v", spills)
+	}
+	resend("open minute after kill -9")
+	env.clk.Set(m0.Add(time.Minute + 16*time.Second))
+	if err := env.agg.tick(); err != nil {
+		t.Fatal(err)
+	}
+	if files, ids := env.agg.store.IDFiles(); files != 1 || ids != n {
+		t.Fatalf("id files: %d with %d ids, want 1 with %d", files, ids, n)
+	}
+	resend("closed minute")
+	var total int64
+	for k, v := range emitted(t, env.agg) {
+		if k.filter == 0 {
+			total += v
+		}
+	}
+	if total != n {
+		t.Fatalf("emitted %d clicks, want %d", total, n)
+	}
+}

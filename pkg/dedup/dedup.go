@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"encoding/binary"
+	"errors"
 	"slices"
 	"unsafe"
 
@@ -10,18 +11,32 @@ import (
 
 // Set remembers click ids per event minute. It is not safe for concurrent
 // use: the owner serializes calls (the aggregator holds its lock around a
-// whole batch, so that remembering an id and counting its click are one step).
+// whole batch, so that remembering an id and counting its click are one
+// step). Only the spilling of full arena chunks runs on goroutines of its
+// own, and they touch nothing the owner changes.
 type Set struct {
+	dir     string // where buckets spill their full chunks; "" keeps everything in memory
+	box     *errBox
 	minutes map[int64]*bucket
 	n       int
-	mem     int64 // bytes held by the buckets (index and arena)
 	// last is the bucket of the previous Add: batches mostly hold one minute.
 	lastMinute int64
 	last       *bucket
 }
 
-// New returns an empty set.
-func New() *Set { return &Set{minutes: make(map[int64]*bucket)} }
+// New returns an empty set that keeps every id in memory.
+func New() *Set { return &Set{minutes: make(map[int64]*bucket), box: &errBox{}} }
+
+// NewSpilling returns an empty set whose minutes write their full arena
+// chunks to dir (as <minute>.ids.open, on a goroutine per minute) and drop
+// them from memory, so memory per id is about its index slot: a minute's
+// file is then finished by Frozen.WriteFile without writing the ids again.
+// A hit on a spilled id is confirmed by reading the file.
+func NewSpilling(dir string) *Set {
+	s := New()
+	s.dir = dir
+	return s
+}
 
 // Add remembers id under minute and reports whether it was new. It returns
 // false when id was already remembered for that minute. A retry of a click
@@ -32,37 +47,22 @@ func (s *Set) Add(minute int64, id string) bool {
 	if b == nil || minute != s.lastMinute {
 		b = s.minutes[minute]
 		if b == nil {
-			b = newBucket()
+			b = newBucket(minute, s.dir, s.box)
 			s.minutes[minute] = b
 		}
 		s.last, s.lastMinute = b, minute
 	}
-	before := b.mem
 	if !b.add(id) {
 		return false
 	}
-	s.mem += b.mem - before
 	s.n++
 	return true
 }
-
-// Bytes is the memory the set holds for its ids (index and arena).
-func (s *Set) Bytes() int64 { return s.mem }
 
 // Has reports whether id is remembered under minute.
 func (s *Set) Has(minute int64, id string) bool {
 	b := s.minutes[minute]
 	return b != nil && b.has(id)
-}
-
-// EachBefore calls fn for every id remembered under a minute before the
-// given one, minute by minute (in no particular order).
-func (s *Set) EachBefore(before int64, fn func(minute int64, id string)) {
-	for m, b := range s.minutes {
-		if m < before {
-			b.each(func(id string) { fn(m, id) })
-		}
-	}
 }
 
 // Forget drops every minute before the given one and returns how many ids it dropped.
@@ -71,7 +71,7 @@ func (s *Set) Forget(before int64) int {
 	for m, b := range s.minutes {
 		if m < before {
 			dropped += b.n
-			s.mem -= b.mem
+			b.discard()
 			delete(s.minutes, m)
 		}
 	}
@@ -82,13 +82,38 @@ func (s *Set) Forget(before int64) int {
 	return dropped
 }
 
+// Close stops the spilling goroutines and deletes the spill files of the
+// minutes still held (they are rebuilt from the write-ahead log).
+func (s *Set) Close() {
+	for m, b := range s.minutes {
+		b.discard()
+		delete(s.minutes, m)
+	}
+	s.last, s.n = nil, 0
+}
+
+// Bytes is the memory the set holds for its ids: index slots, arena
+// chunks not yet spilled, overflow.
+func (s *Set) Bytes() int64 {
+	var n int64
+	for _, b := range s.minutes {
+		n += b.memBytes()
+	}
+	return n
+}
+
+// Err is the first error met writing or reading back spilled chunks, by
+// this set or by what was detached from it. After one, an answer of Add or
+// Has may be wrong: the owner must stop acknowledging (the aggregator
+// stops the node and recovers from its log).
+func (s *Set) Err() error { return s.box.get() }
+
 // Frozen is a set of minutes taken out of a Set by Detach: read-only, so
 // it may be read by one goroutine (writing it to disk) while its owner
 // consults it under its own lock.
 type Frozen struct {
 	minutes map[int64]*bucket
 	n       int
-	mem     int64
 }
 
 // Detach takes every minute before the given one out of s and returns
@@ -99,7 +124,6 @@ func (s *Set) Detach(before int64) *Frozen {
 		if m < before {
 			f.minutes[m] = b
 			f.n += b.n
-			f.mem += b.mem
 			delete(s.minutes, m)
 		}
 	}
@@ -107,30 +131,26 @@ func (s *Set) Detach(before int64) *Frozen {
 		s.last = nil
 	}
 	s.n -= f.n
-	s.mem -= f.mem
 	return f
 }
 
-// Bytes is the memory f holds.
-func (f *Frozen) Bytes() int64 { return f.mem }
-
 // Minutes returns f's minutes in ascending order.
-func (f *Frozen) Minutes() []int64 { return sortedMinutes(f.minutes) }
-
-// Count is the number of ids f holds under minute.
-func (f *Frozen) Count(minute int64) int {
-	if b := f.minutes[minute]; b != nil {
-		return b.n
+func (f *Frozen) Minutes() []int64 {
+	ms := make([]int64, 0, len(f.minutes))
+	for m := range f.minutes {
+		ms = append(ms, m)
 	}
-	return 0
+	slices.Sort(ms)
+	return ms
 }
 
 // EachIn calls fn for every id of f under minute; the string is only
-// valid during the call.
-func (f *Frozen) EachIn(minute int64, fn func(id string)) {
+// valid during the call. It reads spilled chunks back from their file.
+func (f *Frozen) EachIn(minute int64, fn func(id string)) error {
 	if b := f.minutes[minute]; b != nil {
-		b.each(fn)
+		return b.each(fn)
 	}
+	return nil
 }
 
 // Has reports whether id is in f under minute.
@@ -139,16 +159,16 @@ func (f *Frozen) Has(minute int64, id string) bool {
 	return b != nil && b.has(id)
 }
 
-// Len is the number of ids in f.
-func (f *Frozen) Len() int { return f.n }
-
-// Each calls fn for every id of f, minute by minute; the string is only
-// valid during the call.
-func (f *Frozen) Each(fn func(minute int64, id string)) {
-	for m, b := range f.minutes {
-		b.each(func(id string) { fn(m, id) })
+// Release stops f's spilling goroutines and deletes spill files no
+// WriteFile finished. Call it once f is no longer consulted.
+func (f *Frozen) Release() {
+	for _, b := range f.minutes {
+		b.discard()
 	}
 }
+
+// Len is the number of ids in f.
+func (f *Frozen) Len() int { return f.n }
 
 // Len is the number of remembered ids.
 func (s *Set) Len() int { return s.n }
@@ -159,25 +179,18 @@ func (s *Set) Minutes() int { return len(s.minutes) }
 // hashID is the index hash; a variable so tests can force collisions.
 var hashID = xxhash.Sum64String
 
-// hashOf is the hash an id is indexed by; 0 marks an empty slot, so a
-// hash of 0 is taken as 1 (exactness comes from comparing the bytes).
-func hashOf(id string) uint64 {
-	if h := hashID(id); h != 0 {
-		return h
-	}
-	return 1
-}
-
 // Layout of a minute's ids (a bucket). The index is split into 256 shards
-// by the hash's top byte, each an open-addressing table with linear
-// probing of full 64-bit hashes and 32-bit arena locations (12 bytes a
-// slot, at most 5/8 full): growing one shard moves a 256th of the index,
-// so no Add waits long for a resize, and nothing in it is a Go pointer
+// by the hash's top byte; each is an open-addressing table with linear
+// probing whose 8-byte slots hold a 32-bit tag (the next 32 bits of the
+// hash; its top bits are the slot's home, so a shard grows without
+// rehashing ids) and the id's arena location plus one (0 is an empty
+// slot). A shard is at most 5/8 full, and growing one moves a 256th of the
+// index, so no Add waits long for a resize. Nothing in it is a Go pointer
 // per id. The arena holds the ids (uvarint length, bytes) in chunks of
-// 1 MiB; a location is chunk<<20 | offset. A hash hit is confirmed by
-// comparing the bytes, so equal hashes of different ids simply take two
-// slots. An id longer than maxArenaID, or one that finds the arena at its
-// 4 GiB limit, is kept in the overflow map, still exactly. The same
+// 1 MiB; a location is chunk<<20 | offset. A tag hit is confirmed by
+// comparing the bytes, so the set is exact; equal tags of different ids
+// take two slots. An id longer than maxArenaID, or one that finds the arena
+// at its limit, is kept in the overflow map, still exactly. The same
 // layout is what a closed minute's id file holds (file.go), so writing it
 // costs no per-id work.
 const (
@@ -186,42 +199,61 @@ const (
 	minShardSlots = 8
 	chunkBits     = 20
 	chunkSize     = 1 << chunkBits
-	maxChunks     = 1 << (32 - chunkBits)
-	firstChunk    = 4 << 10 // a quiet minute's arena starts small
+	maxChunks     = 1<<(32-chunkBits) - 1 // the last location + 1 still fits 32 bits
+	firstChunk    = 4 << 10               // a quiet minute's arena starts small
 	maxArenaID    = 1024
 )
 
+// Memory accounting: an overflow entry is its id plus about a map entry.
+const overflowEntryBytes = 48
+
 type shard struct {
-	hashes []uint64 // 0 = empty
-	locs   []uint32
-	n      int
+	slots []uint64 // tag<<32 | location+1; 0 = empty
+	n     int
 }
 
 type bucket struct {
+	minute   int64
 	shards   [nShards]shard
-	chunks   [][]byte
+	chunks   [][]byte // nil once spilled and written
+	lens     []uint32 // used length of every chunk
+	spill    *spiller // nil until the first chunk fills (and always without a dir)
+	dir      string
+	box      *errBox
 	overflow map[string]struct{}
 	n        int
-	mem      int64 // bytes of index, arena and overflow
+	slotMem  int64
+	ovfMem   int64
 }
 
-func newBucket() *bucket { return &bucket{} }
+func newBucket(minute int64, dir string, box *errBox) *bucket {
+	return &bucket{minute: minute, dir: dir, box: box}
+}
+
+// split returns the shard index, the tag, of an id's hash.
+func split(id string) (int, uint32) {
+	h := hashID(id)
+	return int(h >> (64 - shardBits)), uint32(h >> (64 - shardBits - 32))
+}
+
+// home is where a tag's probe starts in a table of 2^bits slots.
+func home(tag uint32, bits int) uint64 { return uint64(tag) >> (32 - bits) }
 
 func (b *bucket) add(id string) bool {
 	if len(id) > maxArenaID {
 		return b.addOverflow(id)
 	}
-	h := hashOf(id)
-	s := &b.shards[h>>(64-shardBits)]
-	if (s.n+1)*8 > len(s.hashes)*5 {
-		b.mem -= int64(len(s.hashes)) * slotBytes
+	si, tag := split(id)
+	s := &b.shards[si]
+	if (s.n+1)*8 > len(s.slots)*5 {
+		b.slotMem -= int64(len(s.slots)) * 8
 		s.grow()
-		b.mem += int64(len(s.hashes)) * slotBytes
+		b.slotMem += int64(len(s.slots)) * 8
 	}
-	mask := uint64(len(s.hashes) - 1)
-	i := h & mask
-	for ; s.hashes[i] != 0; i = (i + 1) & mask {
-		if s.hashes[i] == h && b.equal(s.locs[i], id) {
+	mask := uint64(len(s.slots) - 1)
+	i := home(tag, tableBits(len(s.slots)))
+	for ; s.slots[i] != 0; i = (i + 1) & mask {
+		if uint32(s.slots[i]>>32) == tag && b.equal(uint32(s.slots[i])-1, id) {
 			return false
 		}
 	}
@@ -234,7 +266,7 @@ func (b *bucket) add(id string) bool {
 	if !ok {
 		return b.addOverflow(id)
 	}
-	s.hashes[i], s.locs[i] = h, loc
+	s.slots[i] = uint64(tag)<<32 | uint64(loc+1)
 	s.n++
 	b.n++
 	return true
@@ -242,12 +274,12 @@ func (b *bucket) add(id string) bool {
 
 func (b *bucket) has(id string) bool {
 	if len(id) <= maxArenaID {
-		h := hashOf(id)
-		s := &b.shards[h>>(64-shardBits)]
+		si, tag := split(id)
+		s := &b.shards[si]
 		if s.n > 0 {
-			mask := uint64(len(s.hashes) - 1)
-			for i := h & mask; s.hashes[i] != 0; i = (i + 1) & mask {
-				if s.hashes[i] == h && b.equal(s.locs[i], id) {
+			mask := uint64(len(s.slots) - 1)
+			for i := home(tag, tableBits(len(s.slots))); s.slots[i] != 0; i = (i + 1) & mask {
+				if uint32(s.slots[i]>>32) == tag && b.equal(uint32(s.slots[i])-1, id) {
 					return true
 				}
 			}
@@ -257,32 +289,57 @@ func (b *bucket) has(id string) bool {
 	return ok
 }
 
-// grow doubles the shard's table (or creates it) and reinserts its slots.
-func (s *shard) grow() {
-	n := max(minShardSlots, 2*len(s.hashes))
-	hashes, locs := make([]uint64, n), make([]uint32, n)
-	mask := uint64(n - 1)
-	for j, h := range s.hashes {
-		if h == 0 {
-			continue
-		}
-		i := h & mask
-		for hashes[i] != 0 {
-			i = (i + 1) & mask
-		}
-		hashes[i], locs[i] = h, s.locs[j]
+func tableBits(n int) int { return bitsLen(uint64(n)) - 1 }
+
+func bitsLen(x uint64) int {
+	n := 0
+	for ; x != 0; x >>= 1 {
+		n++
 	}
-	s.hashes, s.locs = hashes, locs
+	return n
 }
 
-// each calls fn for every id of the bucket; the string is only valid during the call.
-func (b *bucket) each(fn func(id string)) {
-	for _, c := range b.chunks {
-		eachInChunk(c, fn)
+// grow doubles the shard's table (or creates it) and reinserts its slots
+// at their homes, from their tags alone.
+func (s *shard) grow() {
+	n := max(minShardSlots, 2*len(s.slots))
+	slots := make([]uint64, n)
+	bits, mask := tableBits(n), uint64(n-1)
+	for _, v := range s.slots {
+		if v == 0 {
+			continue
+		}
+		i := home(uint32(v>>32), bits)
+		for slots[i] != 0 {
+			i = (i + 1) & mask
+		}
+		slots[i] = v
+	}
+	s.slots = slots
+}
+
+// each calls fn for every id of the bucket; the string is only valid
+// during the call. Spilled chunks are read back from the spill file.
+func (b *bucket) each(fn func(id string)) error {
+	var buf []byte
+	for ci, c := range b.chunks {
+		if c == nil {
+			if buf == nil {
+				buf = make([]byte, chunkSize)
+			}
+			var err error
+			if c, err = b.spill.read(buf, ci, b.lens[ci]); err != nil {
+				return err
+			}
+		}
+		if !eachInChunk(c, fn) {
+			return errors.New("dedup: malformed arena chunk")
+		}
 	}
 	for id := range b.overflow {
 		fn(id)
 	}
+	return nil
 }
 
 // eachInChunk calls fn for every id stored in c (uvarint length, bytes).
@@ -310,13 +367,14 @@ func (b *bucket) addOverflow(id string) bool {
 		b.overflow = make(map[string]struct{})
 	}
 	b.overflow[id] = struct{}{}
-	b.mem += int64(len(id)) + overflowEntryBytes
+	b.ovfMem += int64(len(id)) + overflowEntryBytes
 	b.n++
 	return true
 }
 
 // store appends id (uvarint length, then bytes) to the arena and returns
-// its location; false when the arena is at its limit.
+// its location; false when the arena is at its limit. A chunk that fills
+// up is handed to the spiller, which writes it and lets it go.
 func (b *bucket) store(id string) (uint32, bool) {
 	need := uvarintLen(uint64(len(id))) + len(id)
 	ci := len(b.chunks) - 1
@@ -327,7 +385,6 @@ func (b *bucket) store(id string) (uint32, bool) {
 			c := b.chunks[ci]
 			nc := make([]byte, len(c), min(chunkSize, max(2*cap(c), len(c)+need)))
 			copy(nc, c)
-			b.mem += int64(cap(nc) - cap(c))
 			b.chunks[ci] = nc
 		case len(b.chunks) == maxChunks:
 			return 0, false
@@ -335,35 +392,57 @@ func (b *bucket) store(id string) (uint32, bool) {
 			size := chunkSize
 			if ci < 0 {
 				size = firstChunk
+			} else if b.dir != "" {
+				if b.spill == nil {
+					b.spill = newSpiller(b.dir, b.minute, b.box)
+				}
+				b.spill.put(ci, b.chunks[ci])
 			}
-			b.chunks = append(b.chunks, make([]byte, 0, size))
-			b.mem += int64(size)
+			b.chunks = append(b.chunks, getChunk(size))
+			b.lens = append(b.lens, 0)
 			ci++
 		}
+	}
+	if b.spill != nil {
+		b.spill.reap(b.chunks)
 	}
 	c := b.chunks[ci]
 	off := len(c)
 	c = binary.AppendUvarint(c, uint64(len(id)))
 	c = append(c, id...)
 	b.chunks[ci] = c
+	b.lens[ci] = uint32(len(c))
 	return uint32(ci<<chunkBits | off), true
 }
 
 // equal reports whether the id stored at loc is id. The conversion inside
-// the comparison does not allocate.
+// the comparison does not allocate. A spilled chunk is read from its file.
 func (b *bucket) equal(loc uint32, id string) bool {
-	c := b.chunks[loc>>chunkBits]
+	ci := int(loc >> chunkBits)
 	off := int(loc & (chunkSize - 1))
+	c := b.chunks[ci]
+	if c == nil {
+		return b.spill.equal(ci, off, id)
+	}
 	n, k := binary.Uvarint(c[off:])
 	return n == uint64(len(id)) && string(c[off+k:off+k+int(n)]) == id
 }
 
-// Memory accounting: a slot is a hash and a location; an overflow entry
-// is its id plus about a map entry.
-const (
-	slotBytes          = 12
-	overflowEntryBytes = 48
-)
+// memBytes is the memory the bucket holds: slots, chunks in memory, overflow.
+func (b *bucket) memBytes() int64 {
+	n := b.slotMem + b.ovfMem
+	for _, c := range b.chunks {
+		n += int64(cap(c))
+	}
+	return n
+}
+
+// discard stops the spiller and deletes its file (no-op without one).
+func (b *bucket) discard() {
+	if b.spill != nil {
+		b.spill.discard()
+	}
+}
 
 func uvarintLen(x uint64) int {
 	n := 1
@@ -372,14 +451,4 @@ func uvarintLen(x uint64) int {
 		n++
 	}
 	return n
-}
-
-// sortedMinutes returns the keys of m in ascending order.
-func sortedMinutes(m map[int64]*bucket) []int64 {
-	ms := make([]int64, 0, len(m))
-	for k := range m {
-		ms = append(ms, k)
-	}
-	slices.Sort(ms)
-	return ms
 }

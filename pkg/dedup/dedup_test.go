@@ -165,13 +165,18 @@ func TestHasAndEachBefore(t *testing.T) {
 		t.Fatal("Has of an id never added")
 	}
 	got := map[string]bool{}
-	s.EachBefore(180, func(m int64, id string) { got[fmt.Sprintf("%d/%s", m, id)] = true })
+	f := s.Detach(180)
+	for _, m := range f.Minutes() {
+		if err := f.EachIn(m, func(id string) { got[fmt.Sprintf("%d/%s", m, id)] = true }); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if len(got) != len(want) {
-		t.Fatalf("EachBefore gave %d ids, want %d", len(got), len(want))
+		t.Fatalf("Detach and EachIn gave %d ids, want %d", len(got), len(want))
 	}
 	for k := range want {
 		if !got[k] {
-			t.Fatalf("EachBefore missed %.20q", k)
+			t.Fatalf("Detach and EachIn missed %.20q", k)
 		}
 	}
 }

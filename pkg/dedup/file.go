@@ -1,7 +1,6 @@
 package dedup
 
 import (
-	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -15,48 +14,45 @@ import (
 // out as it is, so closing a minute costs sequential writes and no per-id
 // work (no sorting, no per-key database insert, no compaction):
 //
-//	header (64 bytes): magic "ADCKIDS1", minute, id count, chunk count,
-//	  then the offsets of the chunk table, the arena and the overflow
-//	  section, the overflow section's length, and a CRC-32C of the header
-//	  and the shard directory
+//	header (64 bytes): magic "ADCKIDS2", minute, id count, chunk count,
+//	  then the offsets of the chunk table and the overflow section, the
+//	  overflow section's length, and a CRC-32C of the header and the shard
+//	  directory
 //	shard directory: 256 x (offset of the shard's slots, slot count)
-//	shards: hashes (8 bytes each), then locations (4 bytes each), padded to 8
+//	arena, from offset 8192: chunk i at 8192 + i<<20 (uvarint length,
+//	  bytes per id); full chunks were written there while the minute was
+//	  open (spill.go)
+//	shards: slots of 8 bytes (tag<<32 | location+1)
 //	chunk table: the used length of every arena chunk (4 bytes each)
-//	arena: chunk i at arena offset + i<<20 (uvarint length, bytes per id)
 //	overflow: uvarint length, bytes per id
 //
 // All integers are little-endian. A lookup (File.Has) reads the shard's
-// probe window and, on a hash hit, the id's bytes: one or a few preads,
-// usually from the page cache. The file is written under a temporary name,
+// probe window and, on a tag hit, the id's bytes: one or a few preads,
+// usually from the page cache. The file is finished under a temporary name,
 // fsynced, renamed and its directory fsynced, so a file under its final
-// name is complete.
+// name is complete; the header is written last.
 const (
-	fileMagic      = "ADCKIDS1"
+	fileMagic      = "ADCKIDS2"
 	fileHeaderSize = 64
 	fileDirSize    = nShards * 16
-	probeWindow    = 64 // slots read per pread while probing a file
+	arenaStart     = 8192
+	probeWindow    = 64      // slots read per pread while probing a file
+	writeBackEvery = 8 << 20 // bytes written between two write-backs when finishing a file
 )
 
 // ErrCorrupt is returned when an id file does not hold what its header says.
 var ErrCorrupt = errors.New("dedup: corrupt id file")
 
-// WriteFile writes the ids f holds under minute to path (via path+".tmp",
-// fsynced, renamed, directory fsynced) and returns how many it wrote.
+// WriteFile makes the ids f holds under minute durable as the minute's id
+// file at path and returns how many it holds: it finishes the minute's
+// spill file (or writes a new one under path+".tmp"), fsyncs it, renames
+// it to path and fsyncs the directory.
 func (f *Frozen) WriteFile(minute int64, path string) (int, error) {
 	b := f.minutes[minute]
 	if b == nil {
-		b = newBucket()
+		b = newBucket(minute, "", &errBox{})
 	}
-	tmp := path + ".tmp"
-	if err := writeBucketFile(b, minute, tmp); err != nil {
-		_ = os.Remove(tmp)
-		return 0, err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return 0, fmt.Errorf("dedup: %w", err)
-	}
-	if err := SyncDir(filepath.Dir(path)); err != nil {
+	if err := b.writeFile(path); err != nil {
 		return 0, err
 	}
 	return b.n, nil
@@ -75,88 +71,132 @@ func SyncDir(dir string) error {
 	return nil
 }
 
-func writeBucketFile(b *bucket, minute int64, path string) (err error) {
-	file, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
-	if err != nil {
-		return fmt.Errorf("dedup: %w", err)
+// offsetWriter writes sequentially at an offset through a buffer, writing
+// back every writeBackEvery bytes.
+type offsetWriter struct {
+	f           *os.File
+	off, synced int64
+	buf         []byte
+	err         error
+}
+
+func (w *offsetWriter) Write(p []byte) {
+	for len(p) > 0 && w.err == nil {
+		n := min(len(p), cap(w.buf)-len(w.buf))
+		w.buf = append(w.buf, p[:n]...)
+		p = p[n:]
+		if len(w.buf) == cap(w.buf) {
+			w.flush()
+		}
+	}
+}
+
+func (w *offsetWriter) flush() {
+	if w.err != nil || len(w.buf) == 0 {
+		return
+	}
+	if _, w.err = w.f.WriteAt(w.buf, w.off); w.err != nil {
+		return
+	}
+	w.off += int64(len(w.buf))
+	w.buf = w.buf[:0]
+	if w.off-w.synced >= writeBackEvery {
+		w.err = writeBack(w.f, w.synced, w.off-w.synced)
+		w.synced = w.off
+	}
+}
+
+func (b *bucket) writeFile(path string) (err error) {
+	file, name := (*os.File)(nil), path+".tmp"
+	from := 0 // chunks before this are in the file already
+	if b.spill != nil {
+		b.spill.stop()
+		if err := b.box.get(); err != nil {
+			return err
+		}
+		file, name, from = b.spill.f, b.spill.path, int(b.spill.written.Load())
+	} else {
+		if file, err = os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_RDWR, 0o644); err != nil {
+			return fmt.Errorf("dedup: %w", err)
+		}
+		defer file.Close()
 	}
 	defer func() {
-		if cerr := file.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("dedup: close %s: %w", path, cerr)
+		if err != nil {
+			err = fmt.Errorf("dedup: write %s: %w", name, err)
+			if b.spill == nil {
+				os.Remove(name)
+			}
 		}
 	}()
-	// Offsets of every section, from the sizes.
+	// The chunks still in memory, at their offsets.
+	arenaEnd := int64(arenaStart)
+	for ci, c := range b.chunks {
+		if ci >= from {
+			if _, err := file.WriteAt(c, arenaStart+int64(ci)*chunkSize); err != nil {
+				return err
+			}
+		}
+		arenaEnd = arenaStart + int64(ci)*chunkSize + int64(b.lens[ci])
+	}
+	// Then shards, chunk table and overflow after the arena.
+	start := int64(pad8(uint64(arenaEnd)))
+	w := &offsetWriter{f: file, off: start, synced: start, buf: make([]byte, 0, 1<<20)}
 	dir := make([]byte, fileDirSize)
-	off := uint64(fileHeaderSize + fileDirSize)
+	var scratch [8]byte
 	for i := range b.shards {
-		n := uint64(len(b.shards[i].hashes))
-		binary.LittleEndian.PutUint64(dir[i*16:], off)
-		binary.LittleEndian.PutUint64(dir[i*16+8:], n)
-		off += pad8(n * 12)
+		s := &b.shards[i]
+		binary.LittleEndian.PutUint64(dir[i*16:], uint64(w.off)+uint64(len(w.buf)))
+		binary.LittleEndian.PutUint64(dir[i*16+8:], uint64(len(s.slots)))
+		for _, v := range s.slots {
+			binary.LittleEndian.PutUint64(scratch[:], v)
+			w.Write(scratch[:8])
+		}
 	}
-	chunkTab := off
-	off += pad8(uint64(len(b.chunks)) * 4)
-	arena := off
-	if len(b.chunks) > 0 {
-		off += uint64(len(b.chunks)-1)*chunkSize + uint64(len(b.chunks[len(b.chunks)-1]))
+	chunkTab := uint64(w.off) + uint64(len(w.buf))
+	for _, l := range b.lens {
+		binary.LittleEndian.PutUint32(scratch[:], l)
+		w.Write(scratch[:4])
 	}
-	overflow := off
+	w.Write(make([]byte, pad8(uint64(len(b.lens))*4)-uint64(len(b.lens))*4))
+	overflow := uint64(w.off) + uint64(len(w.buf))
 	var ovf []byte
 	for id := range b.overflow {
 		ovf = binary.AppendUvarint(ovf, uint64(len(id)))
 		ovf = append(ovf, id...)
 	}
-	hdr := make([]byte, fileHeaderSize)
+	w.Write(ovf)
+	w.flush()
+	if w.err != nil {
+		return w.err
+	}
+	end := w.off
+	if err := file.Truncate(end); err != nil { // a reused spill file may be longer
+		return err
+	}
+	hdr := make([]byte, fileHeaderSize, fileHeaderSize+fileDirSize)
 	copy(hdr, fileMagic)
-	binary.LittleEndian.PutUint64(hdr[8:], uint64(minute))
+	binary.LittleEndian.PutUint64(hdr[8:], uint64(b.minute))
 	binary.LittleEndian.PutUint64(hdr[16:], uint64(b.n))
 	binary.LittleEndian.PutUint64(hdr[24:], uint64(len(b.chunks)))
 	binary.LittleEndian.PutUint64(hdr[32:], chunkTab)
-	binary.LittleEndian.PutUint64(hdr[40:], arena)
-	binary.LittleEndian.PutUint64(hdr[48:], overflow)
-	binary.LittleEndian.PutUint32(hdr[56:], uint32(len(ovf)))
+	binary.LittleEndian.PutUint64(hdr[40:], overflow)
+	binary.LittleEndian.PutUint32(hdr[48:], uint32(len(ovf)))
 	crc := crc32.Update(crc32.Checksum(hdr[:60], castagnoli), castagnoli, dir)
 	binary.LittleEndian.PutUint32(hdr[60:], crc)
-
-	w := bufio.NewWriterSize(file, 1<<20)
-	var scratch [8]byte
-	w.Write(hdr)
-	w.Write(dir)
-	for i := range b.shards {
-		s := &b.shards[i]
-		for _, h := range s.hashes {
-			binary.LittleEndian.PutUint64(scratch[:], h)
-			w.Write(scratch[:8])
-		}
-		for _, l := range s.locs {
-			binary.LittleEndian.PutUint32(scratch[:], l)
-			w.Write(scratch[:4])
-		}
-		w.Write(make([]byte, pad8(uint64(len(s.hashes))*12)-uint64(len(s.hashes))*12))
-	}
-	for _, c := range b.chunks {
-		binary.LittleEndian.PutUint32(scratch[:], uint32(len(c)))
-		w.Write(scratch[:4])
-	}
-	w.Write(make([]byte, pad8(uint64(len(b.chunks))*4)-uint64(len(b.chunks))*4))
-	var zeros []byte
-	for i, c := range b.chunks {
-		w.Write(c)
-		if i < len(b.chunks)-1 && len(c) < chunkSize {
-			if zeros == nil {
-				zeros = make([]byte, chunkSize)
-			}
-			w.Write(zeros[:chunkSize-len(c)])
-		}
-	}
-	w.Write(ovf)
-	if err := w.Flush(); err != nil {
-		return fmt.Errorf("dedup: write %s: %w", path, err)
+	if _, err := file.WriteAt(append(hdr, dir...), 0); err != nil {
+		return err
 	}
 	if err := file.Sync(); err != nil {
-		return fmt.Errorf("dedup: sync %s: %w", path, err)
+		return err
 	}
-	return nil
+	if err := os.Rename(name, path); err != nil {
+		return err
+	}
+	if b.spill != nil {
+		b.spill.path, b.spill.finished = path, true // discard must not delete it
+	}
+	return SyncDir(filepath.Dir(path))
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -173,7 +213,6 @@ type File struct {
 	n        int
 	chunks   int
 	chunkTab int64
-	arena    int64
 	dir      [nShards]struct{ off, slots uint64 }
 	overflow map[string]struct{}
 }
@@ -214,17 +253,17 @@ func openFile(f *os.File, path string) (*File, error) {
 		n:        int(binary.LittleEndian.Uint64(hdr[16:])),
 		chunks:   int(binary.LittleEndian.Uint64(hdr[24:])),
 		chunkTab: int64(binary.LittleEndian.Uint64(hdr[32:])),
-		arena:    int64(binary.LittleEndian.Uint64(hdr[40:])),
 	}
-	ovfOff := int64(binary.LittleEndian.Uint64(hdr[48:]))
-	ovfLen := int64(binary.LittleEndian.Uint32(hdr[56:]))
-	if ovfOff+ovfLen != idf.size || idf.arena > ovfOff || idf.chunkTab > idf.arena || idf.chunks > maxChunks {
+	ovfOff := int64(binary.LittleEndian.Uint64(hdr[40:]))
+	ovfLen := int64(binary.LittleEndian.Uint32(hdr[48:]))
+	if ovfOff+ovfLen != idf.size || idf.chunkTab > ovfOff || idf.chunkTab < arenaStart || idf.chunks > maxChunks ||
+		idf.chunks > 0 && idf.chunkTab < arenaStart+int64(idf.chunks-1)*chunkSize {
 		return nil, fmt.Errorf("%w: %s: sections do not match the file size %d", ErrCorrupt, path, idf.size)
 	}
 	for i := range idf.dir {
 		d := &idf.dir[i]
 		d.off, d.slots = binary.LittleEndian.Uint64(dir[i*16:]), binary.LittleEndian.Uint64(dir[i*16+8:])
-		if d.slots&(d.slots-1) != 0 || int64(d.off+d.slots*12) > idf.chunkTab {
+		if d.slots&(d.slots-1) != 0 || d.slots > 1<<32 || int64(d.off+d.slots*8) > idf.chunkTab || d.slots > 0 && d.off < arenaStart {
 			return nil, fmt.Errorf("%w: %s: shard %d out of bounds", ErrCorrupt, path, i)
 		}
 	}
@@ -261,10 +300,10 @@ func (f *File) Close() error { return f.f.Close() }
 // Has reports whether id is in the file.
 func (f *File) Has(id string) (bool, error) {
 	if len(id) <= maxArenaID {
-		h := hashOf(id)
-		d := f.dir[h>>(64-shardBits)]
+		si, tag := split(id)
+		d := f.dir[si]
 		if d.slots > 0 {
-			found, err := f.probe(d.off, d.slots, h, id)
+			found, err := f.probe(d.off, d.slots, tag, id)
 			if found || err != nil {
 				return found, err
 			}
@@ -274,23 +313,23 @@ func (f *File) Has(id string) (bool, error) {
 	return ok, nil
 }
 
-// probe walks a shard's slots from h's home slot until an empty one.
-func (f *File) probe(off, slots, h uint64, id string) (bool, error) {
+// probe walks a shard's slots from the tag's home until an empty one.
+func (f *File) probe(off, slots uint64, tag uint32, id string) (bool, error) {
 	mask := slots - 1
 	var win [probeWindow * 8]byte
-	i := h & mask
+	i := home(tag, tableBits(int(slots)))
 	for seen := uint64(0); seen < slots; {
 		n := min(probeWindow, slots-i, slots-seen) // do not read past the shard's end
 		if _, err := f.f.ReadAt(win[:n*8], int64(off+i*8)); err != nil {
 			return false, fmt.Errorf("%w: %s: slots: %v", ErrCorrupt, f.path, err)
 		}
 		for j := range n {
-			sh := binary.LittleEndian.Uint64(win[j*8:])
-			if sh == 0 {
+			v := binary.LittleEndian.Uint64(win[j*8:])
+			if v == 0 {
 				return false, nil
 			}
-			if sh == h {
-				ok, err := f.idAt(off+slots*8+(i+j)*4, id)
+			if uint32(v>>32) == tag {
+				ok, err := f.idAt(uint32(v)-1, id)
 				if ok || err != nil {
 					return ok, err
 				}
@@ -302,19 +341,14 @@ func (f *File) probe(off, slots, h uint64, id string) (bool, error) {
 	return false, nil
 }
 
-// idAt compares id with the id whose location is stored at locOff.
-func (f *File) idAt(locOff uint64, id string) (bool, error) {
-	var lb [4]byte
-	if _, err := f.f.ReadAt(lb[:], int64(locOff)); err != nil {
-		return false, fmt.Errorf("%w: %s: location: %v", ErrCorrupt, f.path, err)
-	}
-	loc := binary.LittleEndian.Uint32(lb[:])
-	pos := f.arena + int64(loc>>chunkBits)*chunkSize + int64(loc&(chunkSize-1))
+// idAt compares id with the id at arena location loc.
+func (f *File) idAt(loc uint32, id string) (bool, error) {
+	pos := arenaStart + int64(loc>>chunkBits)*chunkSize + int64(loc&(chunkSize-1))
 	var buf [maxArenaID + binary.MaxVarintLen64]byte
 	want := uvarintLen(uint64(len(id))) + len(id)
 	n, err := f.f.ReadAt(buf[:want], pos)
-	if err != nil && !(errors.Is(err, io.EOF) && n > 0) {
-		return false, fmt.Errorf("%w: %s: id at %d: %v", ErrCorrupt, f.path, pos, err)
+	if pos >= f.chunkTab || err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+		return false, fmt.Errorf("%w: %s: id at %d (arena ends before %d): %v", ErrCorrupt, f.path, pos, f.chunkTab, err)
 	}
 	l, k := binary.Uvarint(buf[:n])
 	if k <= 0 {
@@ -356,7 +390,7 @@ func (f *File) Each(batch int, fn func(ids []string) error) error {
 		if l > chunkSize {
 			return fmt.Errorf("%w: %s: chunk %d length %d", ErrCorrupt, f.path, i, l)
 		}
-		if _, err := f.f.ReadAt(buf[:l], f.arena+int64(i)*chunkSize); err != nil {
+		if _, err := f.f.ReadAt(buf[:l], arenaStart+int64(i)*chunkSize); err != nil {
 			return fmt.Errorf("%w: %s: chunk %d: %v", ErrCorrupt, f.path, i, err)
 		}
 		if !eachInChunk(buf[:l], add) {

@@ -142,8 +142,10 @@ func TestFileCorrupt(t *testing.T) {
 		}
 		for _, d := range f.dir {
 			for i := range d.slots {
-				off := d.off + d.slots*8 + i*4
-				b[off], b[off+1], b[off+2], b[off+3] = 0xff, 0xff, 0xff, 0x7f
+				off := d.off + i*8 // the location is the slot's low 32 bits
+				if string(b[off:off+8]) != "\x00\x00\x00\x00\x00\x00\x00\x00" {
+					b[off], b[off+1], b[off+2], b[off+3] = 0xf0, 0xff, 0xff, 0xff
+				}
 			}
 		}
 		f.Close()
@@ -160,4 +162,76 @@ func TestFileCorrupt(t *testing.T) {
 			t.Fatalf("Has = %v, %v; want an ErrCorrupt", ok, err)
 		}
 	})
+}
+
+// TestSpilling: a spilling set writes full chunks to the minute's spill
+// file and drops them from memory; lookups of spilled ids read the file,
+// stay exact, and the finished id file holds every id. Forgetting or
+// closing a minute deletes its spill file.
+func TestSpilling(t *testing.T) {
+	dir := t.TempDir()
+	s := NewSpilling(dir)
+	ids := manyIDs(200000, 30) // ~5 MiB of arena: several chunks spill
+	for _, id := range ids {
+		if !s.Add(600, id) {
+			t.Fatalf("Add(%q) = false for a new id", id)
+		}
+		s.Add(660, id) // a second minute, forgotten below
+	}
+	for i, id := range ids {
+		if i%7 == 0 && s.Add(600, id) {
+			t.Fatalf("Add(%q) = true for a duplicate", id)
+		}
+		if !s.Has(600, id) {
+			t.Fatalf("Has(%q) = false", id)
+		}
+	}
+	if s.Has(600, "click-9999999-") {
+		t.Fatal("Has of an id never added")
+	}
+	if err := s.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if open, _ := filepath.Glob(filepath.Join(dir, "*"+spillSuffix)); len(open) != 2 {
+		t.Fatalf("spill files %v, want one per minute", open)
+	}
+	if mem := s.Bytes(); mem > int64(len(ids))*2*30 {
+		t.Fatalf("set holds %d bytes for %d ids: spilled chunks were not dropped", mem, 2*len(ids))
+	}
+	f := s.Detach(660)
+	path := filepath.Join(dir, "600.ids")
+	n, err := f.WriteFile(600, path)
+	if err != nil || n != len(ids) {
+		t.Fatalf("WriteFile = %d, %v; want %d", n, err, len(ids))
+	}
+	f.Release()
+	s.Forget(720)
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 1 || left[0] != path {
+		t.Fatalf("dir holds %v, want only %s", left, path)
+	}
+	idf, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idf.Close()
+	for i, id := range ids {
+		if i%3 != 0 {
+			continue
+		}
+		if ok, err := idf.Has(id); !ok || err != nil {
+			t.Fatalf("file Has(%q) = %v, %v", id, ok, err)
+		}
+	}
+	total := 0
+	if err := idf.Each(4096, func(ids []string) error { total += len(ids); return nil }); err != nil || total != len(ids) {
+		t.Fatalf("Each gave %d ids (%v), want %d", total, err, len(ids))
+	}
+	s2 := NewSpilling(dir)
+	for _, id := range ids[:100000] {
+		s2.Add(900, id)
+	}
+	s2.Close()
+	if left, _ := filepath.Glob(filepath.Join(dir, "*"+spillSuffix)); len(left) != 0 {
+		t.Fatalf("Close left %v", left)
+	}
 }

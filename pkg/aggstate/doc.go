@@ -1,9 +1,11 @@
-// Package aggstate owns an aggregator's durable state in a local Pebble
-// database: the meta record (incarnation and first minute, fixed at the
-// first start; next sequence, next minute to close and late horizon), the
-// outbox of partials by sequence, and the click ids of closed minutes keyed
-// minute|click_id (bloom filters make the usual negative lookup of a late
-// click cheap). Invariant: a Batch commits all it holds at once and synced,
-// so a minute's partials, its click ids and the meta that says it is closed
-// are durable together or not at all.
+// Package aggstate owns an aggregator's durable state: a local Pebble
+// database with the meta record (incarnation and first minute, fixed at
+// the first start; next sequence, next minute to close and late horizon),
+// the outbox of partials by sequence, the list of closed minutes' id files
+// (written by package dedup into the ids directory) and the click ids of
+// late clicks and handed-over ones, keyed minute|click_id (bloom filters
+// make the usual negative lookup cheap). Invariant: a Batch commits all it
+// holds at once and synced, so a minute's partials, the id file it names
+// and the meta that says the minute is closed are durable together or not
+// at all; an id file no commit names is deleted at Open.
 package aggstate

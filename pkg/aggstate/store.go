@@ -113,6 +113,11 @@ func Open(dir, idsDir string, log *slog.Logger) (*Store, error) {
 		// not queue the write-ahead log's fsyncs (which acks wait on)
 		// behind a gigabyte of dirty pages on the same disk.
 		WALBytesPerSync: 1 << 20,
+		// The outbox is written and, once every reducer acknowledged it,
+		// range-deleted within seconds: in a 32 MiB memtable most of it
+		// never reaches an sstable (Pebble's 4 MiB default flushed every
+		// closing minute's partials and then compacted their tombstones).
+		MemTableSize: 32 << 20,
 	}
 	opts.Levels = make([]pebble.LevelOptions, 7)
 	for i := range opts.Levels {

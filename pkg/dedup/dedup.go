@@ -303,7 +303,7 @@ func bitsLen(x uint64) int {
 // at their homes, from their tags alone.
 func (s *shard) grow() {
 	n := max(minShardSlots, 2*len(s.slots))
-	slots := make([]uint64, n)
+	slots := allocSlots(n)
 	bits, mask := tableBits(n), uint64(n-1)
 	for _, v := range s.slots {
 		if v == 0 {
@@ -315,6 +315,7 @@ func (s *shard) grow() {
 		}
 		slots[i] = v
 	}
+	freeSlots(s.slots)
 	s.slots = slots
 }
 
@@ -437,11 +438,17 @@ func (b *bucket) memBytes() int64 {
 	return n
 }
 
-// discard stops the spiller and deletes its file (no-op without one).
+// discard stops the spiller, deletes its file (if not finished) and frees
+// the index; the bucket must not be used after.
 func (b *bucket) discard() {
 	if b.spill != nil {
 		b.spill.discard()
 	}
+	for i := range b.shards {
+		freeSlots(b.shards[i].slots)
+		b.shards[i] = shard{}
+	}
+	b.slotMem, b.n = 0, 0
 }
 
 func uvarintLen(x uint64) int {

@@ -139,6 +139,18 @@ func TestMemoryPerID(t *testing.T) {
 	}
 	runtime.KeepAlive(ids)
 	runtime.KeepAlive(s)
+
+	// Spilling: what stays in memory is the index and one chunk.
+	sp := NewSpilling(t.TempDir())
+	defer sp.Close()
+	for _, id := range ids {
+		sp.Add(0, id)
+	}
+	spPer := float64(sp.Bytes()-chunkSize) / n
+	t.Logf("spilling: %.1f bytes of memory per id besides one 1 MiB chunk (%d ids)", spPer, sp.Len())
+	if spPer > 30 {
+		t.Errorf("spilling keeps %.1f bytes per id in memory, doc.go promises ~13 to 26", spPer)
+	}
 }
 
 // TestHasAndEachBefore: Has agrees with Add, and EachBefore hands out

@@ -1,12 +1,14 @@
 package store
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
 	"os"
+	"slices"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -82,10 +84,21 @@ func (d *DB) Close() error {
 }
 
 // Batch collects count increments and meta updates committed atomically.
+// Count increments are kept aside and written in key order at Commit: a
+// memtable insert that follows the previous one in order reuses its place
+// in the skiplist (Pebble's inserter), while increments in arrival order
+// each searched the whole list, a quarter of the CPU after a minute closed.
 type Batch struct {
-	b   *pebble.Batch
-	key []byte
-	val []byte
+	b    *pebble.Batch
+	key  []byte
+	val  []byte
+	keys []byte      // encoded keys of the pending increments
+	incs []increment // pending increments, sorted by key at Commit
+}
+
+type increment struct {
+	off, len uint32 // the key, in keys
+	n        int64
 }
 
 // NewBatch starts an empty batch.
@@ -93,15 +106,26 @@ func (d *DB) NewBatch() *Batch { return &Batch{b: d.db.NewBatch()} }
 
 // AddCount adds n clicks of ad in minute for filter (both key layouts).
 func (b *Batch) AddCount(filter, minute int64, ad string, n int64) error {
-	b.val = countValue(b.val[:0], n)
-	b.key = adKey(b.key[:0], filter, ad, minute)
-	if err := b.b.Merge(b.key, b.val, nil); err != nil {
-		return fmt.Errorf("store: batch merge: %w", err)
+	off := len(b.keys)
+	b.keys = adKey(b.keys, filter, ad, minute)
+	b.incs = append(b.incs, increment{off: uint32(off), len: uint32(len(b.keys) - off), n: n})
+	off = len(b.keys)
+	b.keys = minuteKey(b.keys, filter, minute, ad)
+	b.incs = append(b.incs, increment{off: uint32(off), len: uint32(len(b.keys) - off), n: n})
+	return nil
+}
+
+// writeIncrements merges the pending increments into the batch in key order.
+func (b *Batch) writeIncrements() error {
+	key := func(i increment) []byte { return b.keys[i.off : i.off+i.len] }
+	slices.SortFunc(b.incs, func(x, y increment) int { return bytes.Compare(key(x), key(y)) })
+	for _, i := range b.incs {
+		b.val = countValue(b.val[:0], i.n)
+		if err := b.b.Merge(key(i), b.val, nil); err != nil {
+			return fmt.Errorf("store: batch merge: %w", err)
+		}
 	}
-	b.key = minuteKey(b.key[:0], filter, minute, ad)
-	if err := b.b.Merge(b.key, b.val, nil); err != nil {
-		return fmt.Errorf("store: batch merge: %w", err)
-	}
+	b.keys, b.incs = b.keys[:0], b.incs[:0]
 	return nil
 }
 
@@ -115,11 +139,14 @@ func (b *Batch) SetAggMeta(id string, m AggMeta) error {
 	return nil
 }
 
-// Bytes is the encoded size of the batch.
-func (b *Batch) Bytes() int { return b.b.Len() }
+// Bytes is the encoded size of the batch (pending increments estimated).
+func (b *Batch) Bytes() int { return b.b.Len() + len(b.keys) + len(b.incs)*12 }
 
 // Commit writes the batch atomically and syncs it to disk.
 func (b *Batch) Commit() error {
+	if err := b.writeIncrements(); err != nil {
+		return err
+	}
 	if err := b.b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}

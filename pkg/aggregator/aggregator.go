@@ -83,6 +83,7 @@ type Aggregator struct {
 	store      *aggstate.Store
 	wal        *wal.WAL
 	acceptedN  atomic.Uint64 // clicks accepted since start, for the load gossip
+	flushing   atomic.Bool   // Flush started: deliveries are not paced
 	failed     chan struct{} // closed by fail
 	failOnce   sync.Once
 
@@ -733,6 +734,7 @@ func (a *Aggregator) err() error {
 // itself when Run is not running (or stops meanwhile). The error tells how
 // much was left.
 func (a *Aggregator) Flush(ctx context.Context) error {
+	a.flushing.Store(true)
 	a.mu.Lock()
 	a.draining = true
 	ok := a.failErr == nil && !a.closed

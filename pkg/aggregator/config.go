@@ -39,6 +39,11 @@ const (
 	defaultPartialMaxCounts = 16384
 	// A reducer that does not answer within this is retried, not waited for.
 	defaultDeliverTimeout = 10 * time.Second
+	// A closing minute's partials reach a reducer within seconds without
+	// this; at 100k counts/s per reducer a busy node's minute (~1M counts)
+	// arrives in ~10 s, so the reducer's work does not take the CPU ingest
+	// needs all at once, and a backlog still drains at 6M counts a minute.
+	defaultDeliverMaxCounts = 100000
 	// Retry a failing reducer at least this often once it is back.
 	defaultDeliverBackoffMax = 2 * time.Second
 	// An ad with a third of a node's clicks leaves the node most of its
@@ -70,6 +75,7 @@ type Config struct {
 	PartialMaxCounts  int
 	DeliverTimeout    time.Duration // deadline of one Apply call
 	DeliverBackoffMax time.Duration // cap of the retry backoff towards a failing reducer
+	DeliverMaxCounts  int           // counts per second sent to one reducer at most; negative: no limit
 	WAL               wal.Config    // the write-ahead log (--wal-* flags)
 	// Hot ads (pkg/hotad): an ad above HotShare of this node's intake and
 	// HotMinRate clicks/s is split over up to HotFanoutMax aggregators by a
@@ -95,6 +101,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
 	fs.DurationVar(&c.DeliverBackoffMax, "deliver-backoff-max", defaultDeliverBackoffMax, "cap of the retry backoff towards a failing reducer")
+	fs.IntVar(&c.DeliverMaxCounts, "deliver-max-counts", defaultDeliverMaxCounts, "counts per second sent to one reducer at most, so a closing minute's work reaches it spread over seconds instead of at once (-1: no limit); a shutdown flush is not limited")
 	fs.Float64Var(&c.HotShare, "hot-share", defaultHotShare, "an ad above this share of this aggregator's intake (and --hot-min-rate) is hot and gets split over several aggregators")
 	fs.Float64Var(&c.HotMinRate, "hot-min-rate", defaultHotMinRate, "clicks/s below which no ad is hot (set very high to turn splitting off)")
 	fs.IntVar(&c.HotFanoutMax, "hot-fanout-max", defaultHotFanoutMax, "aggregators a hot ad is split over, at most (at least 2)")
@@ -119,6 +126,7 @@ func (c Config) withDefaults() Config {
 	def(&c.DeliverTimeout, defaultDeliverTimeout)
 	def(&c.DeliverBackoffMax, defaultDeliverBackoffMax)
 	defInt(&c.DeliverBatch, defaultDeliverBatch)
+	defInt(&c.DeliverMaxCounts, defaultDeliverMaxCounts)
 	defInt(&c.MaxOutbox, defaultMaxOutbox)
 	if c.MaxOutboxBytes == 0 {
 		c.MaxOutboxBytes = defaultMaxOutboxBytes

@@ -113,6 +113,7 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 	w := wedge{m: a.m, log: log, rejected: a.m.partialsRejected.WithLabelValues(m.ID)}
 	defer w.clear()
 	maxParts := a.cfg.DeliverBatch // 1 while narrowing down to a refused partial
+	pace := pacer{rate: float64(a.cfg.DeliverMaxCounts)}
 
 	backoff := minBackoff
 	wait := func(d time.Duration) bool {
@@ -170,6 +171,9 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 				maxParts = a.cfg.DeliverBatch // past the refused one: batches again
 			}
 			backoff = minBackoff
+			if d := pace.after(countsOf(batch), time.Now()); d > 0 && !a.flushing.Load() && !wait(d) {
+				return
+			}
 			continue
 		}
 		// No progress: an error, or a reducer asking for a resend. Back off
@@ -293,3 +297,36 @@ func (s sem) tryAcquire() bool {
 }
 
 func (s sem) release() { <-s }
+
+// pacer spaces deliveries so that at most rate counts a second leave for
+// one reducer, allowing a burst of pacerBurst worth; rate <= 0 is no limit.
+type pacer struct {
+	rate float64
+	next time.Time
+}
+
+const pacerBurst = 200 * time.Millisecond
+
+// after records that n counts were sent at now and returns how long to
+// wait before the next send.
+func (p *pacer) after(n int, now time.Time) time.Duration {
+	if p.rate <= 0 {
+		return 0
+	}
+	if p.next.Before(now) {
+		p.next = now
+	}
+	p.next = p.next.Add(time.Duration(float64(n) / p.rate * float64(time.Second)))
+	if d := p.next.Sub(now); d > pacerBurst {
+		return d - pacerBurst
+	}
+	return 0
+}
+
+func countsOf(batch []*clusterv1.Partial) int {
+	n := 0
+	for _, p := range batch {
+		n += len(p.GetCounts())
+	}
+	return n
+}

@@ -260,3 +260,22 @@ func TestMembershipChanges(t *testing.T) {
 	env.members.Set(r1.member("r-1")) // r-2 leaves
 	poll(t, "outbox to drop partials once r-2 left", func() bool { return env.agg.ob.retained() == 0 })
 }
+
+// TestPacer: deliveries of n counts are spaced to the rate, after a burst
+// allowance; a pause resets nothing owed, and no rate means no wait.
+func TestPacer(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	p := pacer{rate: 1000}
+	if d := p.after(100, t0); d != 0 {
+		t.Fatalf("first 100 counts (100 ms of budget): wait %v, want 0 (within the burst)", d)
+	}
+	if d := p.after(1000, t0); d != 900*time.Millisecond {
+		t.Fatalf("1100 counts at once: wait %v, want 900ms (1.1 s of budget minus the 200 ms burst)", d)
+	}
+	if d := p.after(100, t0.Add(10*time.Second)); d != 0 {
+		t.Fatalf("after a long pause: wait %v, want 0", d)
+	}
+	if d := (&pacer{}).after(1e9, t0); d != 0 {
+		t.Fatalf("no rate: wait %v, want 0", d)
+	}
+}

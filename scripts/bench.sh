@@ -80,7 +80,7 @@ load() { # name, flags...
 	echo "== load $name: bin/adclick load --target $target $* $LOAD_FLAGS"
 	local rc=0
 	# shellcheck disable=SC2086
-	bin/adclick load --target "$target" --series "$work/$name.csv" "$@" $LOAD_FLAGS >"$work/$name.json" 2> >(tee "$work/$name.err" >&2) || rc=$?
+	bin/adclick load --target "$target" --series "$work/$name.csv" --verify-timeout 600s "$@" $LOAD_FLAGS >"$work/$name.json" 2> >(tee "$work/$name.err" >&2) || rc=$?
 	tail -n1 "$work/$name.json"
 	# Every second of the run, drawn for BENCH.md: a stall shows as a dip.
 	mkdir -p bench

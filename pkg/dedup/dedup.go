@@ -3,6 +3,7 @@ package dedup
 import (
 	"encoding/binary"
 	"errors"
+	"maps"
 	"slices"
 	"unsafe"
 
@@ -135,14 +136,7 @@ func (s *Set) Detach(before int64) *Frozen {
 }
 
 // Minutes returns f's minutes in ascending order.
-func (f *Frozen) Minutes() []int64 {
-	ms := make([]int64, 0, len(f.minutes))
-	for m := range f.minutes {
-		ms = append(ms, m)
-	}
-	slices.Sort(ms)
-	return ms
-}
+func (f *Frozen) Minutes() []int64 { return slices.Sorted(maps.Keys(f.minutes)) }
 
 // EachIn calls fn for every id of f under minute; the string is only
 // valid during the call. It reads spilled chunks back from their file.

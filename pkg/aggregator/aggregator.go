@@ -590,10 +590,13 @@ func (a *Aggregator) commit(now time.Time) error {
 	}
 	err := a.writeCommit(frozen, firstClosed, parts, meta)
 
+	// Unmapping a closed minute's index (hundreds of MB at full speed)
+	// happens after the lock is released: deferred before the Unlock, it
+	// runs after it, when a.closing no longer leads any lookup there.
+	defer frozen.Release()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closing = nil
-	defer frozen.Release() // no lookup reaches it any more
 	if err != nil {
 		// The closed minutes left the counter: this node cannot go on.
 		return a.failLocked(fmt.Errorf("commit closed minutes: %w", err))

@@ -215,8 +215,8 @@ func TestLateClicks(t *testing.T) {
 		got = append(got, part{p.Minute, p.ClosesMinute, n})
 	}
 	want := []part{
-		{first - 60, false, 1}, // correction for before FirstMinute: corrections go first
 		{first, true, 1},       // closing partial of the first minute
+		{first - 60, false, 1}, // correction for before FirstMinute
 		{first, false, 1},      // correction after the close
 	}
 	if len(got) != len(want) {

@@ -85,18 +85,11 @@ func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
 // lateness) and returns their partials: for each closed minute, zero or more
 // non-closing partials followed by exactly one closing partial.
 func (c *Counter) Close(now time.Time) []Partial {
-	var out []Partial
-	for c.due(c.next, now) {
-		m := c.next
-		out = appendPartials(out, m, c.open[m], true, c.maxCount)
-		delete(c.open, m)
-		c.next += 60
-	}
-	return out
+	return c.Partials(c.Detach(now))
 }
 
-// Detached is what Detach took out of a counter: pending corrections and
-// minutes that close, not yet turned into partials. The counter keeps no
+// Detached is what Detach took out of a counter: minutes that close and
+// pending corrections, not yet turned into partials. The counter keeps no
 // reference to it, so Partials may run without the counter's lock.
 type Detached struct {
 	minutes []detachedMinute
@@ -111,33 +104,28 @@ type detachedMinute struct {
 // Len is the number of minutes detached.
 func (d Detached) Len() int { return len(d.minutes) }
 
-// Detach takes out the pending corrections, in minute order, and then
-// every minute due at now, in order, in one map operation per minute;
-// Partials turns them into partials (the per-count work). Corrections come
-// first: a correction counted before a minute closes then reaches reducers
-// before that minute's closing partial (sequences are applied in order),
-// so a reducer that says a range is complete has every click accepted
-// before its last minute closed. (Pending minutes closed in an earlier
-// commit, so each correction still follows its own minute's closing
-// partial.)
+// Detach takes out, in order, every minute due at now and then the pending
+// corrections in minute order, in one map operation per minute; Partials
+// turns them into partials (the per-count work), as Close and Corrections
+// would have.
 func (c *Counter) Detach(now time.Time) Detached {
 	var d Detached
-	for _, m := range slices.Sorted(maps.Keys(c.pending)) {
-		d.minutes = append(d.minutes, detachedMinute{m: m, cs: c.pending[m]})
-		delete(c.pending, m)
-	}
 	for c.due(c.next, now) {
 		m := c.next
 		d.minutes = append(d.minutes, detachedMinute{m: m, cs: c.open[m], closes: true})
 		delete(c.open, m)
 		c.next += 60
 	}
+	for _, m := range slices.Sorted(maps.Keys(c.pending)) {
+		d.minutes = append(d.minutes, detachedMinute{m: m, cs: c.pending[m]})
+		delete(c.pending, m)
+	}
 	return d
 }
 
-// Partials turns detached minutes into partials, in Detach's order: a
-// correction's partials, or a closing minute's zero or more non-closing
-// partials and exactly one closing one.
+// Partials turns detached minutes into partials: for each closing minute
+// zero or more non-closing partials and exactly one closing one, then the
+// corrections' partials.
 func (c *Counter) Partials(d Detached) []Partial {
 	var out []Partial
 	for _, dm := range d.minutes {

@@ -250,21 +250,3 @@ func TestDetach(t *testing.T) {
 		t.Fatalf("next detach gave %+v, want one correction of minute %d with the late click", ps, first)
 	}
 }
-
-// TestDetachCorrectionsFirst: corrections pending when minutes close are
-// handed out before the closing partials, so that a reducer applying in
-// sequence order has them by the time it sees the closes.
-func TestDetachCorrectionsFirst(t *testing.T) {
-	first := minuteOf(base)
-	c := New(first, lateness, 100)
-	c.Add(first, "a", nil)
-	c.Close(base.Add(time.Minute + lateness)) // first closes
-	if !c.Add(first, "late", nil) {
-		t.Fatal("click of a closed minute not late")
-	}
-	c.Add(first+60, "b", nil)
-	ps := c.Partials(c.Detach(base.Add(2*time.Minute + lateness)))
-	if len(ps) != 2 || ps[0].Closes || ps[0].Minute != first || !ps[1].Closes || ps[1].Minute != first+60 {
-		t.Fatalf("partials %+v, want the correction of %d, then the close of %d", ps, first, first+60)
-	}
-}

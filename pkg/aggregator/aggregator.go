@@ -557,9 +557,10 @@ func (a *Aggregator) commit(now time.Time) error {
 		return err
 	}
 	a.advanceHorizonLocked(now)
-	detached := a.counter.Detach(now) // minutes that close, then corrections: a map operation each
+	closed := a.counter.Close(now)
+	corrections := a.counter.Corrections()
 	next := a.counter.Next()
-	if detached.Len() == 0 && a.horizon <= a.meta.Horizon {
+	if len(closed) == 0 && len(corrections) == 0 && a.horizon <= a.meta.Horizon {
 		a.mu.Unlock()
 		return nil
 	}
@@ -568,6 +569,13 @@ func (a *Aggregator) commit(now time.Time) error {
 	frozen := a.seen.Detach(next)
 	a.closing = frozen
 	a.commitsStarted++
+	parts := make([]*clusterv1.Partial, 0, len(closed)+len(corrections))
+	for _, ps := range [][]window.Partial{closed, corrections} {
+		for _, p := range ps {
+			parts = append(parts, toProto(p, meta.NextSeq))
+			meta.NextSeq++
+		}
+	}
 	if a.horizon > meta.Horizon {
 		meta.Horizon = a.horizon
 	}
@@ -575,15 +583,6 @@ func (a *Aggregator) commit(now time.Time) error {
 	a.m.dedupIDs.Set(float64(a.seen.Len()))
 	a.m.dedupBytes.Set(float64(a.seen.Bytes()))
 	a.mu.Unlock()
-
-	// The per-count work, without the lock: commits are serialized by
-	// commitMu, so the sequences taken here are this commit's.
-	closed := a.counter.Partials(detached)
-	parts := make([]*clusterv1.Partial, 0, len(closed))
-	for _, p := range closed {
-		parts = append(parts, toProto(p, meta.NextSeq))
-		meta.NextSeq++
-	}
 
 	if a.commitHook != nil {
 		a.commitHook()

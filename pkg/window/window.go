@@ -1,7 +1,6 @@
 package window
 
 import (
-	"maps"
 	"slices"
 	"time"
 )
@@ -85,51 +84,12 @@ func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
 // lateness) and returns their partials: for each closed minute, zero or more
 // non-closing partials followed by exactly one closing partial.
 func (c *Counter) Close(now time.Time) []Partial {
-	return c.Partials(c.Detach(now))
-}
-
-// Detached is what Detach took out of a counter: minutes that close and
-// pending corrections, not yet turned into partials. The counter keeps no
-// reference to it, so Partials may run without the counter's lock.
-type Detached struct {
-	minutes []detachedMinute
-}
-
-type detachedMinute struct {
-	m      int64
-	cs     *counts
-	closes bool
-}
-
-// Len is the number of minutes detached.
-func (d Detached) Len() int { return len(d.minutes) }
-
-// Detach takes out, in order, every minute due at now and then the pending
-// corrections in minute order, in one map operation per minute; Partials
-// turns them into partials (the per-count work), as Close and Corrections
-// would have.
-func (c *Counter) Detach(now time.Time) Detached {
-	var d Detached
+	var out []Partial
 	for c.due(c.next, now) {
 		m := c.next
-		d.minutes = append(d.minutes, detachedMinute{m: m, cs: c.open[m], closes: true})
+		out = appendPartials(out, m, c.open[m], true, c.maxCount)
 		delete(c.open, m)
 		c.next += 60
-	}
-	for _, m := range slices.Sorted(maps.Keys(c.pending)) {
-		d.minutes = append(d.minutes, detachedMinute{m: m, cs: c.pending[m]})
-		delete(c.pending, m)
-	}
-	return d
-}
-
-// Partials turns detached minutes into partials: for each closing minute
-// zero or more non-closing partials and exactly one closing one, then the
-// corrections' partials.
-func (c *Counter) Partials(d Detached) []Partial {
-	var out []Partial
-	for _, dm := range d.minutes {
-		out = appendPartials(out, dm.m, dm.cs, dm.closes, c.maxCount)
 	}
 	return out
 }
@@ -159,7 +119,11 @@ func (c *Counter) takeAll(set map[int64]*counts) []Partial {
 	if len(set) == 0 {
 		return nil
 	}
-	minutes := slices.Sorted(maps.Keys(set))
+	minutes := make([]int64, 0, len(set))
+	for m := range set {
+		minutes = append(minutes, m)
+	}
+	slices.Sort(minutes)
 	var out []Partial
 	for _, m := range minutes {
 		out = appendPartials(out, m, set[m], false, c.maxCount)

@@ -215,38 +215,3 @@ func BenchmarkAdd(b *testing.B) {
 		c.Add(60, ads[i%len(ads)], filters)
 	}
 }
-
-// TestDetach: what Detach takes out (closing minutes, then corrections)
-// becomes, through Partials, exactly what Close and Corrections hand out;
-// clicks counted after the detach and before Partials are not in it but
-// in the next corrections, so nothing is counted twice or lost.
-func TestDetach(t *testing.T) {
-	first := minuteOf(base)
-	c := New(first, lateness, 2)
-	for i, ad := range []string{"a", "b", "c", "a", "d"} {
-		c.Add(first, ad, []int64{int64(i%2 + 1)})
-	}
-	c.Add(first+60, "a", nil)
-	d := c.Detach(base.Add(time.Minute + lateness))
-	if d.Len() != 1 || c.Next() != first+60 {
-		t.Fatalf("Detach took %d minutes, next %d; want 1 and %d", d.Len(), c.Next(), first+60)
-	}
-	if !c.Add(first, "late", nil) {
-		t.Fatal("a click of the detached minute is not late")
-	}
-	var closed []int64
-	got := map[int64]map[Key]int64{}
-	sum(t, c.Partials(d), got, &closed)
-	want := map[Key]int64{{Ad: "a"}: 2, {Ad: "b"}: 1, {Ad: "c"}: 1, {Ad: "d"}: 1, // unfiltered
-		{Filter: 1, Ad: "a"}: 1, {Filter: 1, Ad: "c"}: 1, {Filter: 1, Ad: "d"}: 1,
-		{Filter: 2, Ad: "b"}: 1, {Filter: 2, Ad: "a"}: 1}
-	if !equalInts(closed, []int64{first}) || !maps.Equal(got[first], want) {
-		t.Fatalf("closed %v counts %v, want [%d] and %v", closed, got[first], first, want)
-	}
-	// The late click leaves with the next detach, as a correction.
-	d = c.Detach(base.Add(time.Minute + lateness))
-	ps := c.Partials(d)
-	if len(ps) != 1 || ps[0].Closes || ps[0].Minute != first || len(ps[0].Counts) != 1 || ps[0].Counts[0].N != 1 {
-		t.Fatalf("next detach gave %+v, want one correction of minute %d with the late click", ps, first)
-	}
-}

@@ -127,6 +127,23 @@ func (a *Aggregator) Thaw() {
 	a.mu.Unlock()
 }
 
+// Settled tells whether everything counted for minutes due by now is
+// committed and acknowledged by every registered reducer: no pending
+// correction, no due minute still open, no commit in flight, nothing in
+// the outbox. A reducer's
+// "complete" speaks of closing partials only; a late click accepted after
+// the last minute of a range closed arrives after it, and Settled is how a
+// test (or an operator) knows it has.
+func (a *Aggregator) Settled() bool {
+	now := a.clock.Now()
+	a.mu.Lock()
+	// A commit in flight has taken its minutes out of the counter but not
+	// yet put their partials in the outbox.
+	busy := a.counter.PendingMinutes() > 0 || a.counter.Due(now) || a.commitsStarted != a.commits
+	a.mu.Unlock()
+	return !busy && a.ob.retained() == 0
+}
+
 // WaitDelivered waits until every registered reducer acknowledged every
 // partial, or ctx ends.
 func (a *Aggregator) WaitDelivered(ctx context.Context) error { return a.waitDelivered(ctx) }

@@ -28,6 +28,10 @@ type Aggregator struct {
 	conns   map[string]*grpc.ClientConn
 }
 
+// Settled tells whether everything counted for minutes due by now reached
+// every reducer (aggregator.Aggregator.Settled).
+func (n *Aggregator) Settled() bool { return n.agg.Settled() }
+
 // Filters is the filter set this aggregator counts with now.
 func (n *Aggregator) Filters() *filter.Set { return n.filters.Current() }
 

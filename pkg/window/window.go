@@ -94,6 +94,9 @@ func (c *Counter) Close(now time.Time) []Partial {
 	return out
 }
 
+// Due tells whether a minute is due to close at now and still open.
+func (c *Counter) Due(now time.Time) bool { return c.due(c.next, now) }
+
 // due reports whether minute m may close at now.
 func (c *Counter) due(m int64, now time.Time) bool {
 	return !now.Before(time.Unix(m+60, 0).Add(c.lateness))

@@ -534,18 +534,18 @@ func (a *Aggregator) tick() error {
 }
 
 // commit closes the minutes due at now and makes durable, in order: the
-// click ids of the closed minutes and of the pending corrections (in
-// unsynced batches), then one synced batch with their partials (taking the
-// next sequences) and the meta (next minute, next sequence, horizon, with
-// the ids before the horizon deleted). Only then are the partials handed
+// click ids of the closed minutes (their id files) and of the pending
+// corrections, then one synced batch with their partials (taking the next
+// sequences), the names of the new id files and the meta (next minute,
+// next sequence, horizon, with the ids before the horizon deleted). Only then are the partials handed
 // to the outbox (a sequence is never sent before it is durable, so it is
 // never reused).
 //
 // Closing a minute must not stall ingest: under the lock, commit only takes
 // the closed minutes' ids out of the open set (a map operation per minute)
 // and keeps them where Forward's late-click lookup still finds them
-// (a.closing); writing and syncing millions of ids happens without the
-// lock. Commits are serialized by commitMu.
+// (a.closing); writing and syncing the id files happens without the lock.
+// Commits are serialized by commitMu.
 func (a *Aggregator) commit(now time.Time) error {
 	a.commitMu.Lock()
 	defer a.commitMu.Unlock()

@@ -497,25 +497,6 @@ func (b *Batch) commitLocked() error {
 	return nil
 }
 
-// CommitNoSync writes the batch without waiting for the disk and releases
-// it: it becomes durable with the next synced commit (Pebble's log is
-// written in order), or is lost in a crash before that.
-func (b *Batch) CommitNoSync() error {
-	b.s.mu.RLock()
-	defer b.s.mu.RUnlock()
-	defer b.b.Close()
-	if b.s.closed {
-		return ErrClosed
-	}
-	if err := b.b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("aggstate: commit: %w", err)
-	}
-	return nil
-}
-
-// Bytes is the batch's encoded size so far.
-func (b *Batch) Bytes() int { return b.b.Len() }
-
 // Discard releases an uncommitted batch.
 func (b *Batch) Discard() { _ = b.b.Close() }
 

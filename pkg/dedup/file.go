@@ -344,15 +344,28 @@ func (f *File) probe(off, slots uint64, tag uint32, id string) (bool, error) {
 // idAt compares id with the id at arena location loc.
 func (f *File) idAt(loc uint32, id string) (bool, error) {
 	pos := arenaStart + int64(loc>>chunkBits)*chunkSize + int64(loc&(chunkSize-1))
+	if pos >= f.chunkTab {
+		return false, fmt.Errorf("%w: %s: id at %d, past the arena's end %d", ErrCorrupt, f.path, pos, f.chunkTab)
+	}
+	ok, err := equalAt(f.f, pos, id)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s: %v", ErrCorrupt, f.path, err)
+	}
+	return ok, nil
+}
+
+// equalAt compares id with the id stored (uvarint length, bytes) at pos
+// in file: the read that confirms a tag hit, in an id file or a spill file.
+func equalAt(file *os.File, pos int64, id string) (bool, error) {
 	var buf [maxArenaID + binary.MaxVarintLen64]byte
 	want := uvarintLen(uint64(len(id))) + len(id)
-	n, err := f.f.ReadAt(buf[:want], pos)
-	if pos >= f.chunkTab || err != nil && !(errors.Is(err, io.EOF) && n > 0) {
-		return false, fmt.Errorf("%w: %s: id at %d (arena ends before %d): %v", ErrCorrupt, f.path, pos, f.chunkTab, err)
+	n, err := file.ReadAt(buf[:want], pos)
+	if err != nil && !(errors.Is(err, io.EOF) && n > 0) { // a shorter id at the end reads short
+		return false, fmt.Errorf("read the id at %d: %w", pos, err)
 	}
 	l, k := binary.Uvarint(buf[:n])
 	if k <= 0 {
-		return false, fmt.Errorf("%w: %s: id length at %d", ErrCorrupt, f.path, pos)
+		return false, fmt.Errorf("bad id length at %d", pos)
 	}
 	return l == uint64(len(id)) && k+len(id) <= n && string(buf[k:k+len(id)]) == id, nil
 }

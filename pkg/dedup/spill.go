@@ -1,7 +1,6 @@
 package dedup
 
 import (
-	"encoding/binary"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -153,19 +152,11 @@ func (sp *spiller) read(buf []byte, ci int, n uint32) ([]byte, error) {
 // recorded in the set's error (the owner must not acknowledge anything
 // then) and answers false.
 func (sp *spiller) equal(ci, off int, id string) bool {
-	var buf [maxArenaID + binary.MaxVarintLen64]byte
-	want := uvarintLen(uint64(len(id))) + len(id)
-	pos := arenaStart + int64(ci)*chunkSize + int64(off)
-	n, err := sp.f.ReadAt(buf[:want], pos)
-	if n < want && err != nil {
-		// A shorter id at the end of the written range reads short.
-		if n == 0 {
-			sp.box.set(fmt.Errorf("dedup: read back %s at %d: %w", sp.path, pos, err))
-			return false
-		}
+	ok, err := equalAt(sp.f, arenaStart+int64(ci)*chunkSize+int64(off), id)
+	if err != nil {
+		sp.box.set(fmt.Errorf("dedup: read back %s: %w", sp.path, err))
 	}
-	l, k := binary.Uvarint(buf[:n])
-	return k > 0 && l == uint64(len(id)) && k+len(id) <= n && string(buf[k:k+len(id)]) == id
+	return ok
 }
 
 // chunkPool recycles 1 MiB arena chunks: spilled ones come back here.

@@ -91,7 +91,7 @@ helm-lint: helm ## helm lint --strict and helm template over every ci/*-values.y
 
 # ---- Fuzzing: each target briefly, from its committed seed corpus (testdata/fuzz) ----
 FUZZTIME ?= 10s
-FUZZ_TARGETS := pkg/event:FuzzValidate pkg/event:FuzzUnmarshalIngest pkg/router:FuzzGatewayIngestJSON \
+FUZZ_TARGETS := pkg/event:FuzzValidate pkg/event:FuzzUnmarshalIngest pkg/event:FuzzParseEvent pkg/event:FuzzSplitEvents pkg/router:FuzzGatewayIngestJSON \
 	pkg/aggregator:FuzzClickRecord pkg/wal:FuzzDecodeRecord
 
 .PHONY: fuzz

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"unicode/utf8"
 
+	"google.golang.org/protobuf/types/known/timestamppb"
+
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 )
 
@@ -26,40 +28,71 @@ func Validate(ev *adclickv1.ClickEvent) string {
 			return r // an Undecodable placeholder
 		}
 	}
-	if r := checkID("click_id", ev.ClickId, true); r != "" {
+	f := Fields{ClickID: ev.ClickId, AdID: ev.AdId, UserID: ev.UserId, IP: ev.Ip, Country: ev.Country}
+	if ev.ClickTime != nil {
+		f.HasTime, f.Seconds, f.Nanos = true, ev.ClickTime.Seconds, ev.ClickTime.Nanos
+	}
+	r := f.Validate()
+	ev.Country = f.Country
+	return r
+}
+
+// Validate checks the fields of one event and normalizes them in place
+// (country upper-cased), as Validate does a ClickEvent. It does not
+// allocate for valid events.
+func (f *Fields) Validate() string {
+	if f.undecodable != "" {
+		return f.undecodable
+	}
+	if r := checkID("click_id", f.ClickID, true); r != "" {
 		return r
 	}
-	if r := checkID("ad_id", ev.AdId, true); r != "" {
+	if r := checkID("ad_id", f.AdID, true); r != "" {
 		return r
 	}
-	if ev.ClickTime == nil {
+	if !f.HasTime {
 		return "click_time is missing"
 	}
-	if err := ev.ClickTime.CheckValid(); err != nil {
-		return "click_time is not a valid timestamp: " + err.Error()
+	if f.Seconds < minTimestamp || f.Seconds > maxTimestamp || f.Nanos < 0 || f.Nanos >= 1e9 {
+		ts := &timestamppb.Timestamp{Seconds: f.Seconds, Nanos: f.Nanos}
+		return "click_time is not a valid timestamp: " + ts.CheckValid().Error()
 	}
-	if r := checkID("user_id", ev.UserId, false); r != "" {
+	if r := checkID("user_id", f.UserID, false); r != "" {
 		return r
 	}
-	if ev.Ip != "" {
-		if !utf8.ValidString(ev.Ip) {
+	if f.IP != "" {
+		if !utf8.ValidString(f.IP) {
 			return "ip is not valid UTF-8"
 		}
-		if a, err := netip.ParseAddr(ev.Ip); err != nil || a.Zone() != "" {
-			return "ip " + strconv.Quote(ev.Ip) + " is not an IPv4 or IPv6 address"
+		if a, err := netip.ParseAddr(f.IP); err != nil || a.Zone() != "" {
+			return "ip " + strconv.Quote(f.IP) + " is not an IPv4 or IPv6 address"
 		}
 	}
-	if ev.Country != "" {
-		if !utf8.ValidString(ev.Country) {
+	if f.Country != "" {
+		if !utf8.ValidString(f.Country) {
 			return "country is not valid UTF-8"
 		}
-		c, ok := upperCountry(ev.Country)
+		c, ok := upperCountry(f.Country)
 		if !ok {
-			return "country " + strconv.Quote(ev.Country) + " is not an ISO 3166-1 alpha-2 code"
+			return "country " + strconv.Quote(f.Country) + " is not an ISO 3166-1 alpha-2 code"
 		}
-		ev.Country = c
+		f.Country = c
 	}
 	return ""
+}
+
+// The range google.protobuf.Timestamp allows: 0001-01-01 to 9999-12-31.
+const (
+	minTimestamp = -62135596800
+	maxTimestamp = 253402300799
+)
+
+// NormalizeCountry returns a valid country in its canonical (upper-case)
+// form, without allocating: aggregators read the client's bytes, which the
+// router validated but did not rewrite.
+func NormalizeCountry(c string) string {
+	u, _ := upperCountry(c)
+	return u
 }
 
 // checkID checks the size and encoding of an id field.

@@ -44,6 +44,13 @@ func (f *Fields) Validate() string {
 	if f.undecodable != "" {
 		return f.undecodable
 	}
+	if !f.utf8Checked {
+		for _, s := range [...]struct{ name, v string }{{"click_id", f.ClickID}, {"ad_id", f.AdID}, {"user_id", f.UserID}, {"ip", f.IP}, {"country", f.Country}} {
+			if !utf8.ValidString(s.v) {
+				return s.name + " is not valid UTF-8"
+			}
+		}
+	}
 	if r := checkID("click_id", f.ClickID, true); r != "" {
 		return r
 	}
@@ -61,17 +68,11 @@ func (f *Fields) Validate() string {
 		return r
 	}
 	if f.IP != "" {
-		if !utf8.ValidString(f.IP) {
-			return "ip is not valid UTF-8"
-		}
 		if a, err := netip.ParseAddr(f.IP); err != nil || a.Zone() != "" {
 			return "ip " + strconv.Quote(f.IP) + " is not an IPv4 or IPv6 address"
 		}
 	}
 	if f.Country != "" {
-		if !utf8.ValidString(f.Country) {
-			return "country is not valid UTF-8"
-		}
 		c, ok := upperCountry(f.Country)
 		if !ok {
 			return "country " + strconv.Quote(f.Country) + " is not an ISO 3166-1 alpha-2 code"
@@ -105,8 +106,6 @@ func checkID(name, v string, required bool) string {
 		return ""
 	case len(v) > MaxIDBytes:
 		return name + " is " + strconv.Itoa(len(v)) + " bytes; at most " + strconv.Itoa(MaxIDBytes) + " allowed"
-	case !utf8.ValidString(v):
-		return name + " is not valid UTF-8"
 	}
 	return ""
 }

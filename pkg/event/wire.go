@@ -26,6 +26,7 @@ type Fields struct {
 	Nanos                              int32
 	HasTime                            bool // click_time is present
 	undecodable                        string
+	utf8Checked                        bool // the strings are known to be UTF-8 (ParseEvent checked them)
 }
 
 // Field numbers of ClickEvent and of google.protobuf.Timestamp.
@@ -45,13 +46,20 @@ const (
 // "event could not be decoded: ..."). An event that carries an Undecodable
 // placeholder's reason decodes, and Validate rejects it with that reason.
 func ParseEvent(b []byte, f *Fields) string {
-	*f = Fields{}
+	*f = Fields{utf8Checked: true}
 	for len(b) > 0 {
-		num, typ, n := consumeTag(b)
-		if n < 0 {
-			return decodeReason(n)
+		var num protowire.Number
+		var typ protowire.Type
+		if c := b[0]; c < 0x80 && c >= 8 { // a one-byte tag, the usual case
+			num, typ = protowire.Number(c>>3), protowire.Type(c&7)
+			b = b[1:]
+		} else {
+			var n int
+			if num, typ, n = consumeTag(b); n < 0 {
+				return decodeReason(n)
+			}
+			b = b[n:]
 		}
-		b = b[n:]
 		if typ != protowire.BytesType || !isEventBytesField(num) {
 			m := protowire.ConsumeFieldValue(num, typ, b)
 			if m < 0 {
@@ -60,11 +68,16 @@ func ParseEvent(b []byte, f *Fields) string {
 			b = b[m:]
 			continue
 		}
-		v, m := protowire.ConsumeBytes(b)
-		if m < 0 {
-			return decodeReason(m)
+		var v []byte
+		if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) { // a one-byte length
+			v, b = b[1:1+b[0]], b[1+b[0]:]
+		} else {
+			var m int
+			if v, m = protowire.ConsumeBytes(b); m < 0 {
+				return decodeReason(m)
+			}
+			b = b[m:]
 		}
-		b = b[m:]
 		switch num {
 		case fieldClickTime:
 			if r := parseTimestamp(v, f); r != "" {
@@ -76,7 +89,7 @@ func ParseEvent(b []byte, f *Fields) string {
 				f.undecodable = sanitizeReason(v)
 			}
 		default:
-			if !utf8.Valid(v) {
+			if !validUTF8(v) {
 				return stringFields[num] + " is not valid UTF-8"
 			}
 			s := unsafe.String(unsafe.SliceData(v), len(v))
@@ -95,6 +108,16 @@ func ParseEvent(b []byte, f *Fields) string {
 		}
 	}
 	return ""
+}
+
+// validUTF8 is utf8.Valid with a quicker path for short ASCII strings,
+// which ids, addresses and countries almost always are.
+func validUTF8(v []byte) bool {
+	var or byte
+	for _, c := range v {
+		or |= c
+	}
+	return or < utf8.RuneSelf || utf8.Valid(v)
 }
 
 func isEventBytesField(num protowire.Number) bool {

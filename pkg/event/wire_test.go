@@ -63,6 +63,7 @@ func TestParseEvent(t *testing.T) {
 				}
 				return
 			}
+			tt.wantFields.utf8Checked = true
 			if f != tt.wantFields {
 				t.Fatalf("fields %+v, want %+v", f, tt.wantFields)
 			}
@@ -146,7 +147,7 @@ func FuzzParseEvent(f *testing.F) {
 			want.HasTime, want.Seconds, want.Nanos = true, ev.ClickTime.Seconds, ev.ClickTime.Nanos
 		}
 		got := fs
-		got.undecodable = ""
+		got.undecodable, got.utf8Checked = "", false
 		if got != want {
 			t.Fatalf("fields %+v, proto.Unmarshal %+v", got, want)
 		}

@@ -28,6 +28,13 @@ func init() { encoding.RegisterCodecV2(codec{}) }
 func (codec) Name() string { return "proto" }
 
 func (codec) Marshal(v any) (mem.BufferSlice, error) {
+	if f, ok := v.(*Frame); ok {
+		// Copied: the transport may still hold the buffer after a call
+		// returns (a cancelled one), while the caller reuses f.B.
+		buf := sharedPool.Get(len(f.B))
+		copy(*buf, f.B)
+		return mem.BufferSlice{mem.NewBuffer(buf, sharedPool)}, nil
+	}
 	m := messageOf(v)
 	if m == nil {
 		return nil, fmt.Errorf("proto: cannot marshal %T, want proto.Message", v)
@@ -49,6 +56,12 @@ func (codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if f, ok := v.(*Frame); ok {
+		f.Free()
+		f.buf = data.MaterializeToBuffer(sharedPool)
+		f.B = f.buf.ReadOnlyData()
+		return nil
+	}
 	m := messageOf(v)
 	if m == nil {
 		return fmt.Errorf("proto: cannot unmarshal into %T, want proto.Message", v)
@@ -76,4 +89,23 @@ func messageOf(v any) proto.Message {
 		return v
 	}
 	return nil
+}
+
+// Frame is a message in its protobuf encoding, sent or received as it is:
+// a server handler or a client call that reads the bytes itself (the
+// ingest path reads clicks in place and forwards their bytes) passes a
+// *Frame where gRPC expects a message. A received Frame holds a pooled
+// buffer until Free.
+type Frame struct {
+	B   []byte
+	buf mem.Buffer
+}
+
+// Free returns a received frame's buffer to the pool; B is then invalid.
+func (f *Frame) Free() {
+	if f.buf != nil {
+		f.buf.Free()
+		f.buf = nil
+	}
+	f.B = nil
 }

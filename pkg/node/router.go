@@ -6,7 +6,6 @@ import (
 	"os"
 	"time"
 
-	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/filter"
 	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
@@ -71,9 +70,7 @@ func (n *Router) start(cfg router.Config, env Env) error {
 		return err
 	}
 	n.goRun(n.rt.Run)
-	adclickv1.RegisterIngestServiceServer(n.srv.GRPC, n.rt)
-	adclickv1.RegisterQueryServiceServer(n.srv.GRPC, n.rt)
-	adclickv1.RegisterFilterServiceServer(n.srv.GRPC, n.rt)
+	n.rt.Register(n.srv.GRPC)
 	gw, err := n.rt.Gateway(n.ctx)
 	if err != nil {
 		return err

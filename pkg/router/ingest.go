@@ -9,21 +9,83 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/event"
+	"github.com/adclick/adclick/pkg/grpcbuf"
 )
 
 // Ingest validates the batch, forwards its valid events to their owning
-// aggregators and answers once every owner has made them durable.
+// aggregators and answers once every owner has made them durable. It is
+// the path of the REST gateway and of in-process callers; gRPC clients
+// take IngestFrame (see Register), which answers the same.
 func (r *Router) Ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adclickv1.IngestResponse, error) {
-	resp, err := r.ingest(ctx, req)
+	resp, err := r.ingestMessage(ctx, req)
 	r.m.ingestRequests.WithLabelValues(status.Code(err).String()).Inc()
 	return resp, err
+}
+
+func (r *Router) ingestMessage(ctx context.Context, req *adclickv1.IngestRequest) (*adclickv1.IngestResponse, error) {
+	events := req.GetEvents()
+	if err := r.checkBatchLen(len(events)); err != nil {
+		return nil, err
+	}
+	evs := make([][]byte, len(events))
+	for i, ev := range events {
+		if reason := event.Validate(ev); reason != "" {
+			ev = event.Undecodable(reason) // rejected again, with its reason, by index
+		}
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			b, _ = proto.Marshal(event.Undecodable("event could not be encoded: " + err.Error()))
+		}
+		evs[i] = b
+	}
+	return r.ingest(ctx, evs)
+}
+
+// IngestFrame is Ingest on a request in its protobuf encoding: each click
+// is read in place and forwarded as the client's bytes. A request whose
+// framing is broken is INVALID_ARGUMENT; an event that does not decode is
+// rejected by its index, and the rest of the batch is counted.
+func (r *Router) IngestFrame(ctx context.Context, f *grpcbuf.Frame) (*adclickv1.IngestResponse, error) {
+	resp, err := r.ingestFrame(ctx, f)
+	r.m.ingestRequests.WithLabelValues(status.Code(err).String()).Inc()
+	return resp, err
+}
+
+func (r *Router) ingestFrame(ctx context.Context, f *grpcbuf.Frame) (*adclickv1.IngestResponse, error) {
+	sp := splitPool.Get().(*[][]byte)
+	defer func() {
+		clear(*sp) // the events alias the request's buffer
+		*sp = (*sp)[:0]
+		splitPool.Put(sp)
+	}()
+	evs, err := event.SplitEvents(f.B, (*sp)[:0])
+	*sp = evs
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the request does not decode as an IngestRequest: %v", err)
+	}
+	if err := r.checkBatchLen(len(evs)); err != nil {
+		return nil, err
+	}
+	return r.ingest(ctx, evs)
+}
+
+var splitPool = sync.Pool{New: func() any { return new([][]byte) }}
+
+func (r *Router) checkBatchLen(n int) error {
+	if n > r.cfg.MaxBatch {
+		return status.Errorf(codes.InvalidArgument,
+			"batch has %d events; at most %d per request (--max-batch): split it", n, r.cfg.MaxBatch)
+	}
+	return nil
 }
 
 // IngestStream answers each request of the stream as Ingest would, in
@@ -31,6 +93,10 @@ func (r *Router) Ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adc
 // first request that fails ends the stream with its status; the client
 // resends the requests it has no response for (duplicates are safe).
 func (r *Router) IngestStream(stream adclickv1.IngestService_IngestStreamServer) error {
+	return r.ingestStream(stream)
+}
+
+func (r *Router) ingestStream(stream grpc.ServerStream) error {
 	ctx, cancel := context.WithCancel(stream.Context())
 	defer cancel()
 	type result struct {
@@ -44,8 +110,8 @@ func (r *Router) IngestStream(stream adclickv1.IngestService_IngestStreamServer)
 	go func() {
 		defer close(pending)
 		for {
-			req, err := stream.Recv()
-			if err != nil {
+			f := new(grpcbuf.Frame)
+			if err := stream.RecvMsg(f); err != nil {
 				if err != io.EOF {
 					recvErr <- err
 				}
@@ -55,10 +121,12 @@ func (r *Router) IngestStream(stream adclickv1.IngestService_IngestStreamServer)
 			select {
 			case pending <- ch:
 			case <-ctx.Done():
+				f.Free()
 				return
 			}
 			go func() {
-				resp, err := r.Ingest(ctx, req)
+				resp, err := r.IngestFrame(ctx, f)
+				f.Free()
 				ch <- result{resp, err}
 			}()
 		}
@@ -68,7 +136,7 @@ func (r *Router) IngestStream(stream adclickv1.IngestService_IngestStreamServer)
 		if res.err != nil {
 			return res.err
 		}
-		if err := stream.Send(res.resp); err != nil {
+		if err := stream.SendMsg(res.resp); err != nil {
 			return err
 		}
 	}
@@ -78,6 +146,32 @@ func (r *Router) IngestStream(stream adclickv1.IngestService_IngestStreamServer)
 	default:
 		return nil
 	}
+}
+
+// ingestServiceDesc is IngestService with handlers that take requests in
+// their encoding (a grpcbuf.Frame) and read the clicks in place.
+func ingestServiceDesc() *grpc.ServiceDesc {
+	d := adclickv1.IngestService_ServiceDesc
+	d.Methods = []grpc.MethodDesc{{MethodName: "Ingest", Handler: ingestHandler}}
+	d.Streams = []grpc.StreamDesc{{StreamName: "IngestStream", ServerStreams: true, ClientStreams: true,
+		Handler: func(srv any, stream grpc.ServerStream) error { return srv.(*Router).ingestStream(stream) }}}
+	return &d
+}
+
+func ingestHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	r := srv.(*Router)
+	f := new(grpcbuf.Frame)
+	if err := dec(f); err != nil {
+		return nil, err
+	}
+	defer f.Free()
+	if interceptor == nil {
+		return r.IngestFrame(ctx, f)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: adclickv1.IngestService_Ingest_FullMethodName}
+	return interceptor(ctx, f, info, func(ctx context.Context, req any) (any, error) {
+		return r.IngestFrame(ctx, req.(*grpcbuf.Frame))
+	})
 }
 
 // maxRounds bounds how often one request re-routes events an aggregator
@@ -90,7 +184,8 @@ type batch struct {
 	next        []int32   // NOT_OWNER answers, for the next round
 	groups      [][]int32 // by aggregator index: indexes into the request's events
 	owners      []int     // aggregator indexes with a non-empty group, ascending
-	reqs        []*clusterv1.ForwardRequest
+	fields      []event.Fields // by event index; the strings alias the request
+	frames      [][]byte       // by position in owners: the encoded ForwardRequest
 	results     []forwardResult // by position in owners
 	rejected    []*adclickv1.Rejection
 	retry       []int32
@@ -125,10 +220,7 @@ func (b *batch) reset(members int) {
 }
 
 func putBatch(b *batch) {
-	for _, req := range b.reqs {
-		clear(req.Events) // let the events be collected
-		req.Events = req.Events[:0]
-	}
+	clear(b.fields) // let the request's buffer go
 	clear(b.results)
 	batchPool.Put(b)
 }
@@ -139,12 +231,7 @@ func putBatch(b *batch) {
 // could not take it now. Only when no valid event could be processed is
 // the whole call an error (UNAVAILABLE, or RESOURCE_EXHAUSTED when every
 // owner was overloaded), so a client may always resend the same batch.
-func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adclickv1.IngestResponse, error) {
-	events := req.GetEvents()
-	if len(events) > r.cfg.MaxBatch {
-		return nil, status.Errorf(codes.InvalidArgument,
-			"batch has %d events; at most %d per request (--max-batch): split it", len(events), r.cfg.MaxBatch)
-	}
+func (r *Router) ingest(ctx context.Context, events [][]byte) (*adclickv1.IngestResponse, error) {
 	r.m.received.Add(float64(len(events)))
 	if n := r.inflight.Add(int64(len(events))); n > int64(r.cfg.MaxInflight) {
 		r.inflight.Add(-int64(len(events)))
@@ -155,8 +242,14 @@ func (r *Router) ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adc
 	b := getBatch()
 	defer putBatch(b)
 
+	b.fields = slices.Grow(b.fields[:0], len(events))[:len(events)]
 	for i, ev := range events {
-		if reason := event.Validate(ev); reason != "" {
+		f := &b.fields[i]
+		reason := event.ParseEvent(ev, f)
+		if reason == "" {
+			reason = f.Validate()
+		}
+		if reason != "" {
 			b.rejected = append(b.rejected, &adclickv1.Rejection{Index: int32(i), Reason: reason})
 			continue
 		}
@@ -220,11 +313,11 @@ func (b *batch) fail(err error) {
 // route forwards b.pending by table t and folds the answers into resp and
 // b: events whose owner was not reachable go to b.retry, events answered
 // NOT_OWNER to b.next.
-func (r *Router) route(ctx context.Context, t *table, b *batch, events []*adclickv1.ClickEvent, resp *adclickv1.IngestResponse) {
+func (r *Router) route(ctx context.Context, t *table, b *batch, events [][]byte, resp *adclickv1.IngestResponse) {
 	b.reset(t.ring.Len())
 	for _, i := range b.pending {
-		ev := events[i]
-		o := t.ring.OwnerAt(ev.AdId, ev.ClickId, clock.MinuteOfUnix(ev.ClickTime.GetSeconds()))
+		f := &b.fields[i]
+		o := t.ring.OwnerAt(f.AdID, f.ClickID, clock.MinuteOfUnix(f.Seconds))
 		if o < 0 {
 			b.retry = append(b.retry, i)
 			b.fail(status.Error(codes.Unavailable, "no aggregator owns the minute yet (no ring history in etcd: is any aggregator started?)"))
@@ -268,35 +361,35 @@ func (r *Router) route(ctx context.Context, t *table, b *batch, events []*adclic
 }
 
 // forwardAll sends one ForwardRequest per owner, in parallel, and waits for
-// every answer.
-func (r *Router) forwardAll(ctx context.Context, t *table, b *batch, events []*adclickv1.ClickEvent) {
-	for len(b.reqs) < len(b.owners) {
-		b.reqs = append(b.reqs, &clusterv1.ForwardRequest{})
+// every answer. A request is built from the clients' bytes of its events.
+func (r *Router) forwardAll(ctx context.Context, t *table, b *batch, events [][]byte) {
+	for len(b.frames) < len(b.owners) {
+		b.frames = append(b.frames, nil)
 	}
 	b.results = slices.Grow(b.results[:0], len(b.owners))[:len(b.owners)]
 	for k, o := range b.owners {
-		fr := b.reqs[k]
-		clear(fr.Events)
-		fr.Events = fr.Events[:0]
+		fr := b.frames[k][:0]
 		for _, i := range b.groups[o] {
-			fr.Events = append(fr.Events, events[i])
+			fr = event.AppendEvent(fr, events[i])
 		}
+		b.frames[k] = fr
 	}
 	var wg sync.WaitGroup
 	for k := 1; k < len(b.owners); k++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			b.results[k] = r.forward(ctx, t, b.owners[k], b.reqs[k])
+			b.results[k] = r.forward(ctx, t, b.owners[k], b.frames[k], len(b.groups[b.owners[k]]))
 		}()
 	}
 	if len(b.owners) > 0 {
-		b.results[0] = r.forward(ctx, t, b.owners[0], b.reqs[0])
+		b.results[0] = r.forward(ctx, t, b.owners[0], b.frames[0], len(b.groups[b.owners[0]]))
 	}
 	wg.Wait()
 }
 
-func (r *Router) forward(ctx context.Context, t *table, o int, fr *clusterv1.ForwardRequest) forwardResult {
+// forward sends the encoded ForwardRequest fr, of n events, to aggregator o.
+func (r *Router) forward(ctx context.Context, t *table, o int, fr []byte, n int) forwardResult {
 	if err := t.errs[o]; err != nil {
 		return forwardResult{err: err}
 	}
@@ -309,10 +402,11 @@ func (r *Router) forward(ctx context.Context, t *table, o int, fr *clusterv1.For
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.ForwardTimeout)
 	defer cancel()
 	start := time.Now()
-	resp, err := t.clients[o].Forward(ctx, fr)
+	resp := new(clusterv1.ForwardResponse)
+	err := t.conns[o].Invoke(ctx, clusterv1.AggregatorService_Forward_FullMethodName, &grpcbuf.Frame{B: fr}, resp)
 	r.m.forwardDuration.Observe(time.Since(start).Seconds())
-	if err == nil && len(resp.GetStatus()) != len(fr.Events) {
-		err = status.Errorf(codes.Internal, "answered %d statuses for %d events", len(resp.GetStatus()), len(fr.Events))
+	if err == nil && len(resp.GetStatus()) != n {
+		err = status.Errorf(codes.Internal, "answered %d statuses for %d events", len(resp.GetStatus()), n)
 	}
 	if err != nil {
 		r.m.forwardErrors.WithLabelValues(status.Code(err).String()).Inc()

@@ -449,7 +449,7 @@ func TestIngestOverloadIsResourceExhausted(t *testing.T) {
 	r := &Router{cfg: cfg, m: newMetrics(nil)}
 	r.inflight.Store(5)
 	evs, _ := mixedBatch(10)
-	_, err := r.ingest(context.Background(), &adclickv1.IngestRequest{Events: evs})
+	_, err := r.ingestMessage(context.Background(), &adclickv1.IngestRequest{Events: evs})
 	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "--max-inflight-events") {
 		t.Fatalf("got %v, want RESOURCE_EXHAUSTED naming the flag", err)
 	}

@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/filter"
@@ -115,7 +114,7 @@ type Router struct {
 type table struct {
 	ring    *ring.Versions
 	members []membership.Member
-	clients []clusterv1.AggregatorServiceClient
+	conns   []grpc.ClientConnInterface
 	errs    []error
 }
 
@@ -156,9 +155,11 @@ func New(cfg Config, deps Deps) (*Router, error) {
 	return r, nil
 }
 
-// Register registers the three public services on s.
+// Register registers the three public services on s. IngestService takes
+// its requests in their encoding (IngestFrame): clicks are read in place
+// and forwarded as the client's bytes.
 func (r *Router) Register(s grpc.ServiceRegistrar) {
-	adclickv1.RegisterIngestServiceServer(s, r)
+	s.RegisterService(ingestServiceDesc(), r)
 	adclickv1.RegisterQueryServiceServer(s, r)
 	adclickv1.RegisterFilterServiceServer(s, r)
 }
@@ -196,7 +197,7 @@ func (r *Router) rebuild() {
 	t := &table{
 		ring:    rg,
 		members: make([]membership.Member, len(ids)),
-		clients: make([]clusterv1.AggregatorServiceClient, len(ids)),
+		conns:   make([]grpc.ClientConnInterface, len(ids)),
 		errs:    make([]error, len(ids)),
 	}
 	keep := make(map[string]bool, len(ids))
@@ -214,7 +215,7 @@ func (r *Router) rebuild() {
 			t.errs[i] = err
 			continue
 		}
-		t.clients[i] = clusterv1.NewAggregatorServiceClient(conn)
+		t.conns[i] = conn
 	}
 	old := r.table.Swap(t)
 	r.aggConns.retain(keep)

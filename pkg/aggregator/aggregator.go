@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,15 +16,19 @@ import (
 	"github.com/adclick/adclick/pkg/aggstate"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/dedup"
+	"github.com/adclick/adclick/pkg/event"
 	"github.com/adclick/adclick/pkg/filter"
+	"github.com/adclick/adclick/pkg/grpcbuf"
 	"github.com/adclick/adclick/pkg/hotad"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/wal"
 	"github.com/adclick/adclick/pkg/window"
 	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // futureLimit is how far after now a click_time may be.
@@ -292,11 +297,102 @@ func (a *Aggregator) FirstMinute() int64 { return a.meta0.FirstMinute }
 // are durable in the log. A click this aggregator does not own for its
 // minute, by its view of the ring history, is answered NOT_OWNER and not
 // counted; when that view is too old to trust, the whole batch is refused.
+// Routers call ForwardFrame (see Register), which answers the same.
 func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest) (*clusterv1.ForwardResponse, error) {
-	evs := req.GetEvents()
+	evs := make([][]byte, len(req.GetEvents()))
+	for i, ev := range req.GetEvents() {
+		evs[i], _ = proto.Marshal(ev) // nil when it does not encode: rejected
+	}
+	return a.forward(ctx, evs)
+}
+
+// ForwardFrame is Forward on a request in its protobuf encoding: the
+// clicks are read in place, as the router forwards the clients' bytes.
+func (a *Aggregator) ForwardFrame(ctx context.Context, f *grpcbuf.Frame) (*clusterv1.ForwardResponse, error) {
+	sc := getScratch()
+	defer putScratch(sc)
+	var err error
+	if sc.evs, err = event.SplitEvents(f.B, sc.evs[:0]); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "the request does not decode as a ForwardRequest: %v", err)
+	}
+	return a.forwardWith(ctx, sc.evs, sc)
+}
+
+// Register registers AggregatorService on s, its Forward taking requests
+// in their encoding (ForwardFrame).
+func (a *Aggregator) Register(s grpc.ServiceRegistrar) {
+	d := clusterv1.AggregatorService_ServiceDesc
+	d.Methods = slices.Clone(d.Methods)
+	for i := range d.Methods {
+		if d.Methods[i].MethodName == "Forward" {
+			d.Methods[i].Handler = forwardHandler
+		}
+	}
+	s.RegisterService(&d, a)
+}
+
+func forwardHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	a := srv.(*Aggregator)
+	f := new(grpcbuf.Frame)
+	if err := dec(f); err != nil {
+		return nil, err
+	}
+	defer f.Free()
+	if interceptor == nil {
+		return a.ForwardFrame(ctx, f)
+	}
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: clusterv1.AggregatorService_Forward_FullMethodName}
+	return interceptor(ctx, f, info, func(ctx context.Context, req any) (any, error) {
+		return a.ForwardFrame(ctx, req.(*grpcbuf.Frame))
+	})
+}
+
+// scratch is the reusable space of one Forward call.
+type scratch struct {
+	evs    [][]byte
+	fields []event.Fields // by event; the strings alias the request
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+func getScratch() *scratch { return scratchPool.Get().(*scratch) }
+
+func putScratch(sc *scratch) {
+	clear(sc.evs) // let the request's buffer go
+	clear(sc.fields)
+	sc.evs, sc.fields = sc.evs[:0], sc.fields[:0]
+	scratchPool.Put(sc)
+}
+
+func (a *Aggregator) forward(ctx context.Context, evs [][]byte) (*clusterv1.ForwardResponse, error) {
+	sc := getScratch()
+	defer putScratch(sc)
+	return a.forwardWith(ctx, evs, sc)
+}
+
+// forwardWith counts the encoded events evs. The events are read before
+// the counting lock is taken; the strings read alias evs, and whatever
+// keeps one (the dedup arena, the counter, the hot-ad detector) copies it.
+func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (*clusterv1.ForwardResponse, error) {
 	resp := &clusterv1.ForwardResponse{Status: make([]clusterv1.EventStatus, len(evs))}
 	if len(evs) == 0 {
 		return resp, nil
+	}
+	sc.fields = slices.Grow(sc.fields[:0], len(evs))[:len(evs)]
+	var rejected int
+	for i, ev := range evs {
+		reason := "event could not be encoded"
+		if ev != nil {
+			reason = event.ParseEvent(ev, &sc.fields[i])
+		}
+		if reason == "" && !sc.fields[i].HasTime {
+			reason = "click_time is missing"
+		}
+		if reason != "" {
+			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_REJECTED
+			a.reject(resp, i, reason+"; not counted")
+			rejected++
+		}
 	}
 	now := a.clock.Now()
 	futureEnd := now.Add(futureLimit)
@@ -314,7 +410,7 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 	self := rv.Index(a.cfg.NodeID)
 	set := a.filters.Current()
 	useFilters := set.Len() > 0
-	var accepted, dups, rejected, late, notOwned int
+	var accepted, dups, late, notOwned int
 	var durableAt uint64 // log end to wait for before answering
 	var err error
 
@@ -327,15 +423,12 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 	next := a.counter.Next()
 	rec := startRecord(a.rec)
 	var prev, maxMinute int64
-	for i, ev := range evs {
-		ct := ev.GetClickTime()
-		if ct == nil {
-			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_REJECTED
-			a.reject(resp, i, "click_time is missing; not counted")
-			rejected++
-			continue
+	for i := range sc.fields {
+		if resp.Status[i] != clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
+			continue // did not decode
 		}
-		t := ct.AsTime()
+		ev := &sc.fields[i]
+		t := time.Unix(ev.Seconds, int64(ev.Nanos)).UTC()
 		minute := clock.Minute(t)
 		switch {
 		case minute < a.horizon:
@@ -349,10 +442,10 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 			rejected++
 			continue
 		}
-		id := ev.GetClickId()
-		if self < 0 || rv.OwnerAt(ev.GetAdId(), id, minute) != self {
+		id := ev.ClickID
+		if self < 0 || rv.OwnerAt(ev.AdID, id, minute) != self {
 			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_NOT_OWNER
-			a.reject(resp, i, a.notOwnedReason(rv, ev.GetAdId(), id, minute))
+			a.reject(resp, i, a.notOwnedReason(rv, ev.AdID, id, minute))
 			notOwned++
 			continue
 		}
@@ -381,22 +474,24 @@ func (a *Aggregator) Forward(ctx context.Context, req *clusterv1.ForwardRequest)
 		}
 		a.fids = a.fids[:0]
 		if useFilters {
-			a.click.Country, a.click.UserID, a.click.IP = ev.GetCountry(), ev.GetUserId(), netip.Addr{}
-			if ip := ev.GetIp(); ip != "" {
+			// The router validated the click but forwards the client's
+			// bytes: the country is normalized here.
+			a.click.Country, a.click.UserID, a.click.IP = event.NormalizeCountry(ev.Country), ev.UserID, netip.Addr{}
+			if ip := ev.IP; ip != "" {
 				a.click.IP, _ = netip.ParseAddr(ip) // validated by the router; zero if not
 			}
 			a.fids = set.AppendMatching(a.fids, &a.click, minute)
 		}
-		if a.counter.Add(minute, ev.GetAdId(), a.fids) {
+		if a.counter.Add(minute, ev.AdID, a.fids) {
 			late++
 		}
-		rec = appendClick(rec, prev, minute, id, ev.GetAdId(), a.fids)
+		rec = appendClick(rec, prev, minute, id, ev.AdID, a.fids)
 		prev = minute
 		if accepted == 0 || minute > maxMinute {
 			maxMinute = minute
 		}
 		accepted++ // resp.Status[i] is already ACCEPTED (the zero value)
-		a.observeHot(rv, ev.GetAdId(), minute, now)
+		a.observeHot(rv, ev.AdID, minute, now)
 		if len(rec) >= maxRecordPart {
 			// A batch of long ids matching many filters is logged as
 			// several records: one record over the log's limit would stop

@@ -25,7 +25,7 @@ func serveAggregator(t *testing.T, a *Aggregator) clusterv1.AggregatorServiceCli
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer()
-	clusterv1.RegisterAggregatorServiceServer(srv, a)
+	a.Register(srv)
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -2,7 +2,9 @@ package hotad
 
 import (
 	"slices"
+	"strings"
 	"time"
+	"unsafe"
 )
 
 // Counters is the number of ads the Detector follows in a window: the
@@ -43,7 +45,8 @@ type Detector struct {
 	start  int64 // unix ns of the current window's start; 0 before the first click
 	total  int64
 	n      int
-	ads    [Counters]string
+	ads    [Counters]string // alias names[i]
+	names  [Counters][]byte // the counters' ads, copied: an observed ad may alias a request's buffer
 	counts [Counters]int64
 	errs   [Counters]int64
 	index  map[string]int
@@ -58,7 +61,8 @@ func (d *Detector) length() int64 {
 	return int64(DefaultWindow)
 }
 
-// Observe counts one click of ad at now.
+// Observe counts one click of ad at now. ad may alias a buffer the caller
+// reuses: it is copied when kept.
 func (d *Detector) Observe(ad string, now time.Time) {
 	if t := now.UnixNano(); t-d.start >= d.length() {
 		d.roll(t)
@@ -85,9 +89,10 @@ func (d *Detector) Observe(ad string, now time.Time) {
 		delete(d.index, d.ads[i])
 		d.errs[i] = d.counts[i]
 	}
-	d.ads[i] = ad
+	d.names[i] = append(d.names[i][:0], ad...)
+	d.ads[i] = unsafe.String(unsafe.SliceData(d.names[i]), len(ad))
 	d.counts[i]++
-	d.index[ad] = i
+	d.index[d.ads[i]] = i
 }
 
 // Piece counts one click accepted as a piece of a split ad.
@@ -108,7 +113,7 @@ func (d *Detector) roll(t int64) {
 		w := Window{Start: time.Unix(0, d.start), Length: time.Duration(l), Total: d.total, Top: d.last.Top[:0]}
 		for i := range d.n {
 			if c := d.counts[i] - d.errs[i]; c > 0 {
-				w.Top = append(w.Top, Count{Ad: d.ads[i], Count: c})
+				w.Top = append(w.Top, Count{Ad: strings.Clone(d.ads[i]), Count: c})
 			}
 		}
 		slices.SortFunc(w.Top, func(a, b Count) int {

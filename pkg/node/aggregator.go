@@ -77,7 +77,7 @@ func (n *Aggregator) start(c Common, cfg aggregator.Config, env Env) error {
 	if err != nil {
 		return err
 	}
-	clusterv1.RegisterAggregatorServiceServer(n.srv.GRPC, n.agg)
+	n.agg.Register(n.srv.GRPC)
 	n.goRun(func(ctx context.Context) {
 		if err := n.agg.Run(ctx); err != nil && ctx.Err() == nil {
 			n.fail(fmt.Errorf("aggregator %s stopped counting: %w", c.NodeID, err))

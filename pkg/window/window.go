@@ -3,6 +3,7 @@ package window
 import (
 	"slices"
 	"time"
+	"unsafe"
 )
 
 // Key identifies one counter inside a minute.
@@ -34,6 +35,7 @@ type Counter struct {
 	open     map[int64]*counts // minutes >= next with counts
 	pending  map[int64]*counts // corrections for minutes < next
 	maxCount int               // counts per Partial
+	sizeHint int               // ads of the last minute closed: a new minute's index starts that big
 }
 
 // New returns a counter whose first open minute is first. A minute m
@@ -65,6 +67,8 @@ func (c *Counter) PendingMinutes() int { return len(c.pending) }
 // Add counts one click of ad in minute for filter 0 and for each of
 // filters, and reports whether the click is late (its minute is closed, so
 // it is counted as a correction). It does not allocate once the keys exist.
+// ad may alias a buffer the caller reuses: a minute copies it when it
+// first sees it.
 func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
 	late = minute < c.next
 	set := c.open
@@ -73,7 +77,11 @@ func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
 	}
 	cs := set[minute]
 	if cs == nil {
-		cs = &counts{index: make(map[string]int32)}
+		hint := 0
+		if !late {
+			hint = c.sizeHint // not for corrections: a few ads each
+		}
+		cs = &counts{index: make(map[string]int32, hint), rows: make([]row, 0, hint)}
 		set[minute] = cs
 	}
 	cs.add(ad, filters)
@@ -87,6 +95,9 @@ func (c *Counter) Close(now time.Time) []Partial {
 	var out []Partial
 	for c.due(c.next, now) {
 		m := c.next
+		if cs := c.open[m]; cs != nil {
+			c.sizeHint = len(cs.rows)
+		}
 		out = appendPartials(out, m, c.open[m], true, c.maxCount)
 		delete(c.open, m)
 		c.next += 60
@@ -140,7 +151,27 @@ func (c *Counter) takeAll(set map[int64]*counts) []Partial {
 type counts struct {
 	index map[string]int32 // ad -> row
 	rows  []row
-	n     int // number of (filter, ad) counts
+	n     int    // number of (filter, ad) counts
+	names []byte // the current block of copied ads (see intern)
+}
+
+// namesBlock is the size of the blocks a minute's ads are copied into: one
+// allocation per thousands of ads, not one per ad.
+const namesBlock = 64 << 10
+
+// intern copies ad into the minute's blocks: the caller's string may alias
+// a request's buffer. A block is never written again where a string points
+// into it, so the strings stay valid as long as anything refers to them.
+func (cs *counts) intern(ad string) string {
+	if ad == "" {
+		return ""
+	}
+	if len(ad) > cap(cs.names)-len(cs.names) {
+		cs.names = make([]byte, 0, max(namesBlock, len(ad)))
+	}
+	start := len(cs.names)
+	cs.names = append(cs.names, ad...)
+	return unsafe.String(&cs.names[start], len(ad))
 }
 
 type row struct {
@@ -158,6 +189,7 @@ func (cs *counts) add(ad string, filters []int64) {
 	i, ok := cs.index[ad]
 	if !ok {
 		i = int32(len(cs.rows))
+		ad = cs.intern(ad)
 		cs.rows = append(cs.rows, row{ad: ad})
 		cs.index[ad] = i
 		cs.n++

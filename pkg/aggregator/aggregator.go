@@ -202,9 +202,15 @@ func (a *Aggregator) recover(deps Deps) error {
 	a.meta0, a.meta = meta, meta
 	a.horizon = max(meta.Horizon, clock.Minute(now.Add(-a.cfg.LateHorizon)))
 	a.counter = window.New(meta.NextMinute, a.cfg.AllowedLateness, a.cfg.PartialMaxCounts)
-	parts, err := a.store.Outbox()
+	stored, err := a.store.Outbox()
 	if err != nil {
 		return err
+	}
+	parts := make([]encodedPartial, len(stored))
+	for i, b := range stored {
+		if parts[i], err = decodePartial(b); err != nil {
+			return fmt.Errorf("outbox partial %d on disk: %w", i, err)
+		}
 	}
 	if err := a.ob.load(parts, meta.NextSeq); err != nil {
 		return err
@@ -664,10 +670,10 @@ func (a *Aggregator) commit(now time.Time) error {
 	frozen := a.seen.Detach(next)
 	a.closing = frozen
 	a.commitsStarted++
-	parts := make([]*clusterv1.Partial, 0, len(closed)+len(corrections))
+	parts := make([]encodedPartial, 0, len(closed)+len(corrections))
 	for _, ps := range [][]window.Partial{closed, corrections} {
 		for _, p := range ps {
-			parts = append(parts, toProto(p, meta.NextSeq))
+			parts = append(parts, encodePartial(p, meta.NextSeq))
 			meta.NextSeq++
 		}
 	}
@@ -718,7 +724,7 @@ func (a *Aggregator) commit(now time.Time) error {
 // minute's in-memory layout and fsynced (no per-id work); the ids of late
 // clicks of minutes closed earlier, few, go into the batch as keys. The
 // batch names the new files, so they become part of the state with it.
-func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts []*clusterv1.Partial, meta aggstate.Meta) error {
+func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts []encodedPartial, meta aggstate.Meta) error {
 	b := a.store.NewBatch()
 	for _, minute := range frozen.Minutes() {
 		if minute >= firstClosed {
@@ -736,7 +742,7 @@ func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts 
 		}
 	}
 	for _, p := range parts {
-		if err := b.AddPartial(p); err != nil {
+		if err := b.AddPartial(p.seq, p.b); err != nil {
 			b.Discard()
 			return err
 		}

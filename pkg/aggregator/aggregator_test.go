@@ -39,7 +39,11 @@ func emitted(t *testing.T, a *Aggregator) map[countKey]int64 {
 	a.mu.Unlock()
 	a.ob.mu.Lock()
 	defer a.ob.mu.Unlock()
-	for _, p := range a.ob.parts {
+	for _, e := range a.ob.parts {
+		p, err := e.message()
+		if err != nil {
+			t.Fatal(err)
+		}
 		for _, c := range p.Counts {
 			out[countKey{c.Filter, c.AdId, p.Minute}] += c.Count
 		}
@@ -204,7 +208,11 @@ func TestLateClicks(t *testing.T) {
 		n      int64
 	}
 	var got []part
-	for i, p := range a.ob.parts {
+	for i, e := range a.ob.parts {
+		p, err := e.message()
+		if err != nil {
+			t.Fatal(err)
+		}
 		if p.Sequence != uint64(i+1) {
 			t.Errorf("partial %d has sequence %d", i, p.Sequence)
 		}

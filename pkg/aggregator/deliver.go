@@ -104,7 +104,7 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 		return
 	}
 	defer conn.Close()
-	client := clusterv1.NewReducerServiceClient(conn)
+	var req []byte // the encoded ApplyRequest, reused
 	wake := make(chan struct{}, 1)
 	a.ob.addWaker(wake)
 	defer a.ob.removeWaker(wake)
@@ -143,14 +143,15 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 			}
 			continue
 		}
-		through, err := a.apply(ctx, client, batch)
+		req = appendApplyRequest(req[:0], a.cfg.NodeID, a.Incarnation(), batch)
+		through, err := a.apply(ctx, conn, req)
 		refused := err != nil && !through.ok && isRefusal(err)
 		switch {
 		case err == nil || ctx.Err() != nil:
 		case refused && len(batch) > 1:
 			// Find the refused partial: one at a time, at once.
 			errs.Inc()
-			log.Warn("reducer refused a batch of partials; resending them one by one", "from_sequence", batch[0].Sequence, "partials", len(batch), "err", err)
+			log.Warn("reducer refused a batch of partials; resending them one by one", "from_sequence", batch[0].seq, "partials", len(batch), "err", err)
 			maxParts = 1
 			continue
 		case refused:
@@ -158,7 +159,7 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 			w.refused(batch[0], backoff, err)
 		default:
 			errs.Inc()
-			log.Warn("apply failed; retrying", "from_sequence", batch[0].Sequence, "partials", len(batch), "retry_in", backoff, "err", err)
+			log.Warn("apply failed; retrying", "from_sequence", batch[0].seq, "partials", len(batch), "retry_in", backoff, "err", err)
 		}
 		progress := 0
 		if through.ok {
@@ -208,7 +209,7 @@ type wedge struct {
 }
 
 // refused records that the reducer refused partial p, alone, with err.
-func (w *wedge) refused(p *clusterv1.Partial, retryIn time.Duration, err error) {
+func (w *wedge) refused(p encodedPartial, retryIn time.Duration, err error) {
 	w.rejected.Inc()
 	if !w.stuck {
 		w.stuck = true
@@ -219,8 +220,8 @@ func (w *wedge) refused(p *clusterv1.Partial, retryIn time.Duration, err error) 
 	}
 	w.logged = time.Now()
 	w.log.Error("reducer refuses a partial: delivery to it is stuck on it, retrying (never skipped: skipping would lose its counts on that reducer); fix or upgrade the reducer, or remove it from the cluster",
-		"sequence", p.GetSequence(), "minute", time.Unix(p.GetMinute(), 0).UTC().Format(time.RFC3339),
-		"closes_minute", p.GetClosesMinute(), "counts", len(p.GetCounts()), "retry_in", retryIn, "err", err)
+		"sequence", p.seq, "minute", time.Unix(p.minute, 0).UTC().Format(time.RFC3339),
+		"closes_minute", p.closes, "counts", p.counts, "retry_in", retryIn, "err", err)
 }
 
 // clear records that the reducer accepts partials again (or that its sender stopped).
@@ -241,17 +242,15 @@ type appliedThrough struct {
 	ok  bool
 }
 
-// apply sends one batch and returns the reducer's applied_through, also
-// when it comes with FAILED_PRECONDITION (the reducer is missing earlier
-// partials; it puts an ApplyResponse in the status details).
-func (a *Aggregator) apply(ctx context.Context, client clusterv1.ReducerServiceClient, batch []*clusterv1.Partial) (appliedThrough, error) {
+// apply sends one encoded ApplyRequest and returns the reducer's
+// applied_through, also when it comes with FAILED_PRECONDITION (the
+// reducer is missing earlier partials; it puts an ApplyResponse in the
+// status details).
+func (a *Aggregator) apply(ctx context.Context, conn grpc.ClientConnInterface, req []byte) (appliedThrough, error) {
 	cctx, cancel := context.WithTimeout(ctx, a.cfg.DeliverTimeout)
 	defer cancel()
-	resp, err := client.Apply(cctx, &clusterv1.ApplyRequest{
-		AggregatorId: a.cfg.NodeID,
-		Incarnation:  a.Incarnation(),
-		Partials:     batch,
-	})
+	resp := new(clusterv1.ApplyResponse)
+	err := conn.Invoke(cctx, clusterv1.ReducerService_Apply_FullMethodName, &grpcbuf.Frame{B: req}, resp)
 	if err == nil {
 		return appliedThrough{seq: resp.GetAppliedThrough(), ok: true}, nil
 	}
@@ -323,10 +322,10 @@ func (p *pacer) after(n int, now time.Time) time.Duration {
 	return 0
 }
 
-func countsOf(batch []*clusterv1.Partial) int {
+func countsOf(batch []encodedPartial) int {
 	n := 0
 	for _, p := range batch {
-		n += len(p.GetCounts())
+		n += p.counts
 	}
 	return n
 }

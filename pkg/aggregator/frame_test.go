@@ -13,6 +13,7 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
 	"github.com/adclick/adclick/pkg/grpcbuf"
+	"github.com/adclick/adclick/pkg/window"
 )
 
 // TestForwardFrameReadsInPlace sends a ForwardRequest as bytes, as routers
@@ -70,5 +71,40 @@ func TestForwardFrameReadsInPlace(t *testing.T) {
 	}
 	if _, err := env.agg.ForwardFrame(context.Background(), &grpcbuf.Frame{B: []byte{0x0a, 0x05}}); err == nil || !strings.Contains(err.Error(), "does not decode") {
 		t.Fatalf("a truncated request: %v", err)
+	}
+}
+
+// TestEncodePartialAsProto checks that a partial encoded at the close is
+// what proto.Marshal makes of the same clusterv1.Partial, zero values
+// included, and that an ApplyRequest built around it decodes.
+func TestEncodePartialAsProto(t *testing.T) {
+	for _, p := range []window.Partial{
+		{Minute: 1735787040, Closes: true, Counts: []window.Count{{Key: window.Key{Filter: 0, Ad: "ad-1"}, N: 3}, {Key: window.Key{Filter: 7, Ad: "ad-é"}, N: 1 << 40}}},
+		{Minute: -60, Counts: []window.Count{{Key: window.Key{Filter: -1, Ad: ""}, N: 0}}},
+		{Minute: 0, Closes: true},
+	} {
+		e := encodePartial(p, 42)
+		want := &clusterv1.Partial{Sequence: 42, Minute: p.Minute, ClosesMinute: p.Closes}
+		for _, c := range p.Counts {
+			want.Counts = append(want.Counts, &clusterv1.Count{Filter: c.Filter, AdId: c.Ad, Count: c.N})
+		}
+		wb, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(e.b) != string(wb) || e.counts != len(p.Counts) || e.seq != 42 {
+			t.Fatalf("encoded %x (%d counts), proto.Marshal %x", e.b, e.counts, wb)
+		}
+		back, err := decodePartial(e.b)
+		if err != nil || back.seq != 42 || back.minute != p.Minute || back.closes != p.Closes || back.counts != len(p.Counts) {
+			t.Fatalf("decoded %+v, %v", back, err)
+		}
+		var req clusterv1.ApplyRequest
+		if err := proto.Unmarshal(appendApplyRequest(nil, "agg-1", 9, []encodedPartial{e, e}), &req); err != nil {
+			t.Fatal(err)
+		}
+		if req.AggregatorId != "agg-1" || req.Incarnation != 9 || len(req.Partials) != 2 || !proto.Equal(req.Partials[1], want) {
+			t.Fatalf("ApplyRequest %v", &req)
+		}
 	}
 }

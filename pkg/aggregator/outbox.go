@@ -4,18 +4,15 @@ import (
 	"fmt"
 	"sync"
 
-	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
-	"github.com/adclick/adclick/pkg/window"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 )
 
 // outbox keeps emitted partials until every registered reducer has
 // acknowledged them. Safe for concurrent use.
 type outbox struct {
 	mu      sync.Mutex
-	parts   []*clusterv1.Partial // retained; parts[i].Sequence == first+i
+	parts   []encodedPartial // retained; parts[i].seq == first+i
 	bytes   int64                // encoded size of parts, what --max-outbox-bytes bounds
 	first   uint64               // sequence of parts[0]; == next when empty
 	next    uint64               // sequence of the next partial appended
@@ -42,18 +39,18 @@ func newOutbox(m *metrics, drop func(through uint64)) *outbox {
 
 // add keeps ps, which carry the next sequences in order (they were made
 // durable with them), and wakes the senders.
-func (o *outbox) add(ps []*clusterv1.Partial) error {
+func (o *outbox) add(ps []encodedPartial) error {
 	if len(ps) == 0 {
 		return nil
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	for _, p := range ps {
-		if p.Sequence != o.next {
-			return fmt.Errorf("outbox: partial with sequence %d, want %d", p.Sequence, o.next)
+		if p.seq != o.next {
+			return fmt.Errorf("outbox: partial with sequence %d, want %d", p.seq, o.next)
 		}
 		o.parts = append(o.parts, p)
-		o.bytes += int64(proto.Size(p))
+		o.bytes += int64(len(p.b))
 		o.next++
 	}
 	o.setGaugesLocked()
@@ -68,41 +65,27 @@ func (o *outbox) add(ps []*clusterv1.Partial) error {
 
 // load restores the retained partials read back from disk; next is the
 // sequence of the next partial to be emitted.
-func (o *outbox) load(ps []*clusterv1.Partial, next uint64) error {
+func (o *outbox) load(ps []encodedPartial, next uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.first, o.next, o.parts, o.bytes = next, next, nil, 0
 	if len(ps) > 0 {
-		o.first = ps[0].Sequence
+		o.first = ps[0].seq
 		for i, p := range ps {
-			if p.Sequence != o.first+uint64(i) {
-				return fmt.Errorf("outbox on disk has a gap: sequence %d after %d", p.Sequence, o.first+uint64(i)-1)
+			if p.seq != o.first+uint64(i) {
+				return fmt.Errorf("outbox on disk has a gap: sequence %d after %d", p.seq, o.first+uint64(i)-1)
 			}
 		}
-		if last := ps[len(ps)-1].Sequence; last+1 != next {
+		if last := ps[len(ps)-1].seq; last+1 != next {
 			return fmt.Errorf("outbox on disk ends at sequence %d but the next sequence is %d", last, next)
 		}
 		o.parts = ps
 		for _, p := range ps {
-			o.bytes += int64(proto.Size(p))
+			o.bytes += int64(len(p.b))
 		}
 	}
 	o.setGaugesLocked()
 	return nil
-}
-
-// toProto converts p with one allocation for all its counts.
-func toProto(p window.Partial, seq uint64) *clusterv1.Partial {
-	out := &clusterv1.Partial{Sequence: seq, Minute: p.Minute, ClosesMinute: p.Closes}
-	if len(p.Counts) > 0 {
-		slab := make([]clusterv1.Count, len(p.Counts))
-		out.Counts = make([]*clusterv1.Count, len(p.Counts))
-		for i, c := range p.Counts {
-			slab[i].Filter, slab[i].AdId, slab[i].Count = c.Filter, c.Ad, c.N
-			out.Counts[i] = &slab[i]
-		}
-	}
-	return out
 }
 
 // retained is the number of partials kept.
@@ -214,7 +197,7 @@ func (o *outbox) trimLocked() {
 	}
 	n := int(low - o.first + 1)
 	for _, p := range o.parts[:n] {
-		o.bytes -= int64(proto.Size(p))
+		o.bytes -= int64(len(p.b))
 	}
 	clear(o.parts[:n])
 	o.parts = o.parts[n:]
@@ -238,7 +221,7 @@ func (e errGone) Error() string {
 // batch returns the partials reducer id needs next: consecutive, at most
 // maxParts of them and, beyond the first, at most maxCounts counts in all.
 // It returns nothing when the reducer is up to date or not registered.
-func (o *outbox) batch(id string, maxParts, maxCounts int) ([]*clusterv1.Partial, error) {
+func (o *outbox) batch(id string, maxParts, maxCounts int) ([]encodedPartial, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	acked, ok := o.acked[id]
@@ -250,9 +233,9 @@ func (o *outbox) batch(id string, maxParts, maxCounts int) ([]*clusterv1.Partial
 	}
 	i := int(acked + 1 - o.first)
 	counts := 0
-	var out []*clusterv1.Partial
+	var out []encodedPartial
 	for ; i < len(o.parts) && len(out) < maxParts; i++ {
-		n := len(o.parts[i].Counts)
+		n := o.parts[i].counts
 		if len(out) > 0 && counts+n > maxCounts {
 			break
 		}

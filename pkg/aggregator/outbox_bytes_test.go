@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -44,7 +45,11 @@ func TestOutboxBoundedInBytes(t *testing.T) {
 		t.Fatal(err)
 	}
 	var want int64
-	for _, p := range parts {
+	for _, b := range parts {
+		p := &clusterv1.Partial{}
+		if err := proto.Unmarshal(b, p); err != nil {
+			t.Fatal(err)
+		}
 		want += int64(proto.Size(p))
 	}
 	if got := env.agg.ob.retainedBytes(); got != want || want < maxBytes {

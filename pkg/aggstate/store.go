@@ -12,11 +12,9 @@ import (
 	"strings"
 	"sync"
 
-	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	"github.com/adclick/adclick/pkg/dedup"
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
-	"google.golang.org/protobuf/proto"
 )
 
 // Key prefixes.
@@ -253,8 +251,9 @@ func (s *Store) Meta() (Meta, bool, error) {
 	return m, err == nil, err
 }
 
-// Outbox returns the retained partials in sequence order.
-func (s *Store) Outbox() ([]*clusterv1.Partial, error) {
+// Outbox returns the retained partials, encoded (clusterv1.Partial), in
+// sequence order.
+func (s *Store) Outbox() ([][]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
@@ -264,14 +263,9 @@ func (s *Store) Outbox() ([]*clusterv1.Partial, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggstate: outbox: %w", err)
 	}
-	var out []*clusterv1.Partial
+	var out [][]byte
 	for it.First(); it.Valid(); it.Next() {
-		p := &clusterv1.Partial{}
-		if err := proto.Unmarshal(it.Value(), p); err != nil {
-			it.Close()
-			return nil, fmt.Errorf("aggstate: outbox partial %x: %w", it.Key(), err)
-		}
-		out = append(out, p)
+		out = append(out, slices.Clone(it.Value()))
 	}
 	if err := it.Close(); err != nil {
 		return nil, fmt.Errorf("aggstate: outbox: %w", err)
@@ -403,14 +397,10 @@ func (b *Batch) AddID(minute int64, id string) {
 // IDs is the number of ids added.
 func (b *Batch) IDs() int { return b.ids }
 
-// AddPartial keeps p in the outbox under its sequence.
-func (b *Batch) AddPartial(p *clusterv1.Partial) error {
-	v, err := proto.Marshal(p)
-	if err != nil {
-		return fmt.Errorf("aggstate: encode partial %d: %w", p.Sequence, err)
-	}
-	_ = b.b.Set(outboxKey(p.Sequence), v, nil)
-	return nil
+// AddPartial keeps the encoded partial p (clusterv1.Partial) in the
+// outbox under its sequence.
+func (b *Batch) AddPartial(seq uint64, p []byte) error {
+	return b.b.Set(outboxKey(seq), p, nil)
 }
 
 // AddIDFile makes minute's id file, written by WriteIDFile with n ids,

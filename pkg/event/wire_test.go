@@ -185,4 +185,3 @@ func FuzzSplitEvents(f *testing.F) {
 }
 
 func isValidUTF8(s string) bool { return strings.ToValidUTF8(s, "") == s }
-

@@ -180,12 +180,12 @@ const maxRounds = 3
 
 // batch is the reusable scratch space of one ingest request.
 type batch struct {
-	pending     []int32   // indexes of events still to be forwarded this round
-	next        []int32   // NOT_OWNER answers, for the next round
-	groups      [][]int32 // by aggregator index: indexes into the request's events
-	owners      []int     // aggregator indexes with a non-empty group, ascending
-	fields      []event.Fields // by event index; the strings alias the request
-	frames      [][]byte       // by position in owners: the encoded ForwardRequest
+	pending     []int32         // indexes of events still to be forwarded this round
+	next        []int32         // NOT_OWNER answers, for the next round
+	groups      [][]int32       // by aggregator index: indexes into the request's events
+	owners      []int           // aggregator indexes with a non-empty group, ascending
+	fields      []event.Fields  // by event index; the strings alias the request
+	frames      [][]byte        // by position in owners: the encoded ForwardRequest
 	results     []forwardResult // by position in owners
 	rejected    []*adclickv1.Rejection
 	retry       []int32

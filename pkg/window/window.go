@@ -35,7 +35,6 @@ type Counter struct {
 	open     map[int64]*counts // minutes >= next with counts
 	pending  map[int64]*counts // corrections for minutes < next
 	maxCount int               // counts per Partial
-	sizeHint int               // ads of the last minute closed: a new minute's index starts that big
 }
 
 // New returns a counter whose first open minute is first. A minute m
@@ -77,11 +76,7 @@ func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
 	}
 	cs := set[minute]
 	if cs == nil {
-		hint := 0
-		if !late {
-			hint = c.sizeHint // not for corrections: a few ads each
-		}
-		cs = &counts{index: make(map[string]int32, hint), rows: make([]row, 0, hint)}
+		cs = &counts{index: make(map[string]int32)}
 		set[minute] = cs
 	}
 	cs.add(ad, filters)
@@ -95,9 +90,6 @@ func (c *Counter) Close(now time.Time) []Partial {
 	var out []Partial
 	for c.due(c.next, now) {
 		m := c.next
-		if cs := c.open[m]; cs != nil {
-			c.sizeHint = len(cs.rows)
-		}
 		out = appendPartials(out, m, c.open[m], true, c.maxCount)
 		delete(c.open, m)
 		c.next += 60

@@ -3,6 +3,13 @@
 // filter) in event time, minutes close on the clock, and the outbox delivers
 // the resulting partials to every registered reducer in sequence order.
 //
+// Encodings: routers send clicks as the clients' bytes and Forward reads
+// them in place (ForwardFrame, registered by Register); a closed minute's
+// counts are encoded as clusterv1.Partial once, at the close (partial.go),
+// and those bytes are what the state stores, the outbox keeps and
+// deliveries send. Nothing on these paths is a message per click or per
+// count.
+//
 // Durability (exactly once through kill -9 and restarts). State lives under
 // Config.DataDir in two places:
 //   - DataDir/wal, the write-ahead log (package wal): Forward dedups and

@@ -4,6 +4,14 @@
 // ip that parses and a country in canonical (upper-case) form, so aggregators
 // and filters downstream never see a malformed click.
 //
+// On the ingest path clicks are read in place from their protobuf encoding
+// (wire.go: SplitEvents, ParseEvent into Fields, Fields.Validate): the
+// router validates and routes them and forwards the client's bytes, and
+// the aggregator reads them again, with no message or string allocated per
+// click. ParseEvent decodes what proto.Unmarshal decodes (checked by
+// fuzzing against it); an event that does not decode is rejected by its
+// index like any invalid one.
+//
 // The package also decodes ingest requests leniently (UnmarshalIngest for
 // protobuf, UnmarshalIngestJSON for the REST body), for when the stock
 // decoders refuse a whole batch because of one event (a string that is not

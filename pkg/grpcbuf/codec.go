@@ -17,10 +17,13 @@ import (
 // every buffer it hands out, and that clearing showed in the profile of a
 // full-speed ingest (each forwarded batch is marshaled and unmarshaled once
 // per hop). Registered under the name "proto" at init, it replaces the stock
-// codec for every server and client of the process. An IngestRequest that
-// does not decode as a whole is decoded event by event (event.UnmarshalIngest),
-// so that one undecodable event is rejected by its index instead of failing
-// the batch; valid messages take the stock path unchanged.
+// codec for every server and client of the process. A *Frame passes as its
+// bytes, unparsed (ingest requests, forwarded clicks and deliveries of
+// partials travel so). An IngestRequest decoded as a message (a server
+// registered with the generated handlers, as tests do) that does not
+// decode as a whole is decoded event by event (event.UnmarshalIngest), so
+// that one undecodable event is rejected by its index instead of failing
+// the batch.
 type codec struct{}
 
 func init() { encoding.RegisterCodecV2(codec{}) }

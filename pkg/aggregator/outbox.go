@@ -12,11 +12,11 @@ import (
 // acknowledged them. Safe for concurrent use.
 type outbox struct {
 	mu      sync.Mutex
-	parts   []encodedPartial // retained; parts[i].seq == first+i
-	bytes   int64                // encoded size of parts, what --max-outbox-bytes bounds
-	first   uint64               // sequence of parts[0]; == next when empty
-	next    uint64               // sequence of the next partial appended
-	acked   map[string]uint64    // registered reducer -> highest sequence it acknowledged
+	parts   []encodedPartial  // retained; parts[i].seq == first+i
+	bytes   int64             // encoded size of parts, what --max-outbox-bytes bounds
+	first   uint64            // sequence of parts[0]; == next when empty
+	next    uint64            // sequence of the next partial appended
+	acked   map[string]uint64 // registered reducer -> highest sequence it acknowledged
 	wakers  map[chan struct{}]struct{}
 	changed chan struct{} // closed and replaced when acks or membership change
 	m       *metrics

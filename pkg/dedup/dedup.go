@@ -5,7 +5,6 @@ import (
 	"errors"
 	"maps"
 	"slices"
-	"strings"
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
@@ -21,7 +20,6 @@ type Set struct {
 	box     *errBox
 	minutes map[int64]*bucket
 	n       int
-	newest  int64 // the latest minute a bucket was made for
 	// last is the bucket of the previous Add: batches mostly hold one minute.
 	lastMinute int64
 	last       *bucket
@@ -51,16 +49,6 @@ func (s *Set) Add(minute int64, id string) bool {
 		b = s.minutes[minute]
 		if b == nil {
 			b = newBucket(minute, s.dir, s.box)
-			if minute > s.newest {
-				// A new minute is about as big as the one before it:
-				// sizing its index at once spares it every doubling (a
-				// full-speed profile had them at 7 % of the CPU). Late
-				// clicks' minutes start small.
-				if prev := s.minutes[s.newest]; prev != nil {
-					b.presize(prev.n)
-				}
-				s.newest = minute
-			}
 			s.minutes[minute] = b
 		}
 		s.last, s.lastMinute = b, minute
@@ -236,21 +224,6 @@ func newBucket(minute int64, dir string, box *errBox) *bucket {
 	return &bucket{minute: minute, dir: dir, box: box}
 }
 
-// presize gives every shard a table big enough for its share of n ids.
-func (b *bucket) presize(n int) {
-	per, size := n/nShards, minShardSlots
-	for (per+1)*8 > size*5 {
-		size *= 2
-	}
-	if size == minShardSlots {
-		return
-	}
-	for i, t := range allocSlotTables(nShards, size) {
-		b.shards[i].slots = t
-	}
-	b.slotMem = int64(nShards) * int64(size) * 8
-}
-
 // split returns the shard index, the tag, of an id's hash.
 func split(id string) (int, uint32) {
 	h := hashID(id)
@@ -388,7 +361,7 @@ func (b *bucket) addOverflow(id string) bool {
 	if b.overflow == nil {
 		b.overflow = make(map[string]struct{})
 	}
-	b.overflow[strings.Clone(id)] = struct{}{} // id may alias a request's buffer
+	b.overflow[id] = struct{}{}
 	b.ovfMem += int64(len(id)) + overflowEntryBytes
 	b.n++
 	return true

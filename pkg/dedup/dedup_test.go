@@ -192,39 +192,3 @@ func TestHasAndEachBefore(t *testing.T) {
 		}
 	}
 }
-
-// TestNewMinutePresized checks that a new latest minute starts with the
-// index its predecessor grew to, that it stays exact, and that a late
-// minute (older than the latest) starts small.
-func TestNewMinutePresized(t *testing.T) {
-	const n = 50_000
-	s := New()
-	for i := range n {
-		s.Add(60, fmt.Sprintf("a-%d", i))
-	}
-	grown := s.minutes[60].slotMem
-	s.Add(120, "first")
-	b := s.minutes[120]
-	if b.slotMem < grown/2 {
-		t.Fatalf("new minute's index is %d bytes, its predecessor's %d", b.slotMem, grown)
-	}
-	before := b.slotMem
-	for i := range n {
-		if !s.Add(120, fmt.Sprintf("b-%d", i)) {
-			t.Fatalf("id %d seen twice", i)
-		}
-	}
-	if b.slotMem != before {
-		t.Fatalf("presized index grew from %d to %d bytes for as many ids", before, b.slotMem)
-	}
-	for i := range n {
-		if !s.Has(120, fmt.Sprintf("b-%d", i)) || s.Add(120, fmt.Sprintf("b-%d", i)) {
-			t.Fatalf("id %d lost", i)
-		}
-	}
-	s.Add(0, "late")
-	if m := s.minutes[0].slotMem; m > int64(nShards*minShardSlots*8) {
-		t.Fatalf("a late minute started with %d bytes of index", m)
-	}
-	s.Close()
-}

@@ -6,11 +6,3 @@ package dedup
 func allocSlots(n int) []uint64 { return make([]uint64, n) }
 
 func freeSlots([]uint64) {}
-
-func allocSlotTables(k, n int) [][]uint64 {
-	out := make([][]uint64, k)
-	for i := range out {
-		out[i] = make([]uint64, n)
-	}
-	return out
-}

@@ -5,7 +5,6 @@ package dedup
 import (
 	"path/filepath"
 	"testing"
-	"unsafe"
 )
 
 // TestMappedSlots runs growth, lookups, detaching, writing, forgetting and
@@ -43,28 +42,4 @@ func TestMappedSlots(t *testing.T) {
 		}
 	}
 	s.Close()
-}
-
-// TestSlotTablesOneRegion checks the tables of a presized minute: usable,
-// disjoint, aligned to a huge page, and each freed on its own.
-func TestSlotTablesOneRegion(t *testing.T) {
-	const k, n = 8, 65536 // 4 MiB in all
-	tables := allocSlotTables(k, n)
-	if addr := uintptr(unsafe.Pointer(&tables[0][0])); addr%hugePage != 0 {
-		t.Fatalf("region at %#x is not aligned to %d", addr, hugePage)
-	}
-	for i, tb := range tables {
-		if len(tb) != n {
-			t.Fatalf("table %d has %d slots", i, len(tb))
-		}
-		tb[0], tb[n-1] = uint64(i)+1, uint64(i)+1
-	}
-	for i, tb := range tables {
-		if tb[0] != uint64(i)+1 || tb[n-1] != uint64(i)+1 {
-			t.Fatalf("table %d overlaps another", i)
-		}
-	}
-	for _, tb := range tables {
-		freeSlots(tb)
-	}
 }

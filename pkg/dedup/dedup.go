@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"unsafe"
 
 	"github.com/cespare/xxhash/v2"
@@ -361,7 +362,7 @@ func (b *bucket) addOverflow(id string) bool {
 	if b.overflow == nil {
 		b.overflow = make(map[string]struct{})
 	}
-	b.overflow[id] = struct{}{}
+	b.overflow[strings.Clone(id)] = struct{}{} // id may alias a request's buffer
 	b.ovfMem += int64(len(id)) + overflowEntryBytes
 	b.n++
 	return true

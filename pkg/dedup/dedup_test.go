@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 func TestAdd(t *testing.T) {
@@ -189,6 +190,26 @@ func TestHasAndEachBefore(t *testing.T) {
 	for k := range want {
 		if !got[k] {
 			t.Fatalf("Detach and EachIn missed %.20q", k)
+		}
+	}
+}
+
+// TestAddCopiesID checks that the set keeps its own copy of every id, also
+// of the long ones kept aside (overflow): callers pass ids that alias a
+// request's buffer, which is reused after the call.
+func TestAddCopiesID(t *testing.T) {
+	s := New()
+	for _, n := range []int{8, maxArenaID + 1} {
+		buf := []byte(strings.Repeat("a", n))
+		id := unsafe.String(&buf[0], len(buf))
+		if !s.Add(60, id) {
+			t.Fatalf("id of %d bytes: not new", n)
+		}
+		for i := range buf {
+			buf[i] = 'b'
+		}
+		if !s.Has(60, strings.Repeat("a", n)) || s.Has(60, strings.Repeat("b", n)) {
+			t.Fatalf("id of %d bytes: the set kept the caller's buffer, not a copy", n)
 		}
 	}
 }

@@ -331,26 +331,11 @@ func (a *Aggregator) Register(s grpc.ServiceRegistrar) {
 	d.Methods = slices.Clone(d.Methods)
 	for i := range d.Methods {
 		if d.Methods[i].MethodName == "Forward" {
-			d.Methods[i].Handler = forwardHandler
+			d.Methods[i].Handler = grpcbuf.FrameHandler(clusterv1.AggregatorService_Forward_FullMethodName,
+				func(a *Aggregator, ctx context.Context, f *grpcbuf.Frame) (any, error) { return a.ForwardFrame(ctx, f) })
 		}
 	}
 	s.RegisterService(&d, a)
-}
-
-func forwardHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	a := srv.(*Aggregator)
-	f := new(grpcbuf.Frame)
-	if err := dec(f); err != nil {
-		return nil, err
-	}
-	defer f.Free()
-	if interceptor == nil {
-		return a.ForwardFrame(ctx, f)
-	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: clusterv1.AggregatorService_Forward_FullMethodName}
-	return interceptor(ctx, f, info, func(ctx context.Context, req any) (any, error) {
-		return a.ForwardFrame(ctx, req.(*grpcbuf.Frame))
-	})
 }
 
 // scratch is the reusable space of one Forward call.

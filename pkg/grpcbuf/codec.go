@@ -1,8 +1,10 @@
 package grpcbuf
 
 import (
+	"context"
 	"fmt"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -111,4 +113,26 @@ func (f *Frame) Free() {
 		f.buf = nil
 	}
 	f.B = nil
+}
+
+// FrameHandler returns a unary method handler that receives its request as
+// a *Frame and passes it to call (through the server's interceptor, if
+// any); the frame is freed once call returns, so the answer must not
+// refer to it.
+func FrameHandler[S any](fullMethod string, call func(srv S, ctx context.Context, f *Frame) (any, error)) grpc.MethodHandler {
+	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+		s := srv.(S)
+		f := new(Frame)
+		if err := dec(f); err != nil {
+			return nil, err
+		}
+		defer f.Free()
+		if interceptor == nil {
+			return call(s, ctx, f)
+		}
+		info := &grpc.UnaryServerInfo{Server: srv, FullMethod: fullMethod}
+		return interceptor(ctx, f, info, func(ctx context.Context, req any) (any, error) {
+			return call(s, ctx, req.(*Frame))
+		})
+	}
 }

@@ -152,26 +152,11 @@ func (r *Router) ingestStream(stream grpc.ServerStream) error {
 // their encoding (a grpcbuf.Frame) and read the clicks in place.
 func ingestServiceDesc() *grpc.ServiceDesc {
 	d := adclickv1.IngestService_ServiceDesc
-	d.Methods = []grpc.MethodDesc{{MethodName: "Ingest", Handler: ingestHandler}}
+	d.Methods = []grpc.MethodDesc{{MethodName: "Ingest", Handler: grpcbuf.FrameHandler(adclickv1.IngestService_Ingest_FullMethodName,
+		func(r *Router, ctx context.Context, f *grpcbuf.Frame) (any, error) { return r.IngestFrame(ctx, f) })}}
 	d.Streams = []grpc.StreamDesc{{StreamName: "IngestStream", ServerStreams: true, ClientStreams: true,
 		Handler: func(srv any, stream grpc.ServerStream) error { return srv.(*Router).ingestStream(stream) }}}
 	return &d
-}
-
-func ingestHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-	r := srv.(*Router)
-	f := new(grpcbuf.Frame)
-	if err := dec(f); err != nil {
-		return nil, err
-	}
-	defer f.Free()
-	if interceptor == nil {
-		return r.IngestFrame(ctx, f)
-	}
-	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: adclickv1.IngestService_Ingest_FullMethodName}
-	return interceptor(ctx, f, info, func(ctx context.Context, req any) (any, error) {
-		return r.IngestFrame(ctx, req.(*grpcbuf.Frame))
-	})
 }
 
 // maxRounds bounds how often one request re-routes events an aggregator

@@ -628,10 +628,13 @@ func (a *Aggregator) tick() error {
 // never reused).
 //
 // Closing a minute must not stall ingest: under the lock, commit only takes
-// the closed minutes' ids out of the open set (a map operation per minute)
-// and keeps them where Forward's late-click lookup still finds them
-// (a.closing); writing and syncing the id files happens without the lock.
-// Commits are serialized by commitMu.
+// the closed minutes' counts out of the counter and their ids out of the
+// open set (a map operation per minute), numbers the partials they will
+// make, and keeps the ids where Forward's late-click lookup still finds
+// them (a.closing); building and encoding the partials (hundreds of
+// thousands of counts a minute at full speed, tens of milliseconds) and
+// writing and syncing the id files happen without the lock. Commits are
+// serialized by commitMu.
 func (a *Aggregator) commit(now time.Time) error {
 	a.commitMu.Lock()
 	defer a.commitMu.Unlock()
@@ -643,8 +646,8 @@ func (a *Aggregator) commit(now time.Time) error {
 		return err
 	}
 	a.advanceHorizonLocked(now)
-	closed := a.counter.Close(now)
-	corrections := a.counter.Corrections()
+	closed := a.counter.TakeDue(now)
+	corrections := a.counter.TakeCorrections()
 	next := a.counter.Next()
 	if len(closed) == 0 && len(corrections) == 0 && a.horizon <= a.meta.Horizon {
 		a.mu.Unlock()
@@ -655,12 +658,12 @@ func (a *Aggregator) commit(now time.Time) error {
 	frozen := a.seen.Detach(next)
 	a.closing = frozen
 	a.commitsStarted++
-	parts := make([]encodedPartial, 0, len(closed)+len(corrections))
-	for _, ps := range [][]window.Partial{closed, corrections} {
-		for _, p := range ps {
-			parts = append(parts, encodePartial(p, meta.NextSeq))
-			meta.NextSeq++
-		}
+	// The minutes are numbered here; their partials are built and encoded
+	// after the lock is released (see takenPartials).
+	taken := append(closed, corrections...)
+	firstSeq := meta.NextSeq
+	for _, t := range taken {
+		meta.NextSeq += uint64(t.NumPartials())
 	}
 	if a.horizon > meta.Horizon {
 		meta.Horizon = a.horizon
@@ -673,6 +676,7 @@ func (a *Aggregator) commit(now time.Time) error {
 	if a.commitHook != nil {
 		a.commitHook()
 	}
+	parts := encodeTaken(taken, firstSeq)
 	err := a.writeCommit(frozen, firstClosed, parts, meta)
 
 	// Unmapping a closed minute's index (hundreds of MB at full speed)
@@ -691,11 +695,7 @@ func (a *Aggregator) commit(now time.Time) error {
 	if err := a.ob.add(parts); err != nil {
 		return a.failLocked(err)
 	}
-	for _, p := range closed {
-		if p.Closes {
-			a.m.minutesClosed.Inc()
-		}
-	}
+	a.m.minutesClosed.Add(float64(len(closed)))
 	a.m.commits.Inc()
 	a.m.durableIDs.Add(float64(frozen.Len()))
 	a.m.openMinutes.Set(float64(a.counter.OpenMinutes()))

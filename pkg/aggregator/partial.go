@@ -65,6 +65,23 @@ func encodePartial(p window.Partial, seq uint64) encodedPartial {
 	return encodedPartial{seq: seq, minute: p.Minute, closes: p.Closes, counts: len(p.Counts), b: b}
 }
 
+// encodeTaken builds and encodes the partials of taken minutes, numbered
+// from seq on in order (as many per minute as its NumPartials).
+func encodeTaken(taken []window.Taken, seq uint64) []encodedPartial {
+	n := 0
+	for _, t := range taken {
+		n += t.NumPartials()
+	}
+	parts := make([]encodedPartial, 0, n)
+	for _, t := range taken {
+		for _, p := range t.Partials() {
+			parts = append(parts, encodePartial(p, seq))
+			seq++
+		}
+	}
+	return parts
+}
+
 func countSize(c window.Count) int {
 	n := 0
 	if c.Filter != 0 {

@@ -86,11 +86,18 @@ func (c *Counter) Add(minute int64, ad string, filters []int64) (late bool) {
 // Close closes, in order, every minute m that is due at now (now >= m + 1m +
 // lateness) and returns their partials: for each closed minute, zero or more
 // non-closing partials followed by exactly one closing partial.
-func (c *Counter) Close(now time.Time) []Partial {
-	var out []Partial
+func (c *Counter) Close(now time.Time) []Partial { return partialsOf(c.TakeDue(now)) }
+
+// TakeDue closes, in order, every minute that is due at now, like Close, and
+// returns their counts as they are, without building partials: taking a
+// minute is a map operation, so an owner that serializes calls with a lock
+// takes minutes under it and builds the partials (a closed minute's
+// hundreds of thousands of counts at full speed) after releasing it.
+func (c *Counter) TakeDue(now time.Time) []Taken {
+	var out []Taken
 	for c.due(c.next, now) {
 		m := c.next
-		out = appendPartials(out, m, c.open[m], true, c.maxCount)
+		out = append(out, Taken{Minute: m, Closes: true, cs: c.open[m], max: c.maxCount})
 		delete(c.open, m)
 		c.next += 60
 	}
@@ -107,9 +114,11 @@ func (c *Counter) due(m int64, now time.Time) bool {
 
 // Corrections hands out the pending corrections, in minute order, and
 // forgets them.
-func (c *Counter) Corrections() []Partial {
-	return c.takeAll(c.pending)
-}
+func (c *Counter) Corrections() []Partial { return partialsOf(c.TakeCorrections()) }
+
+// TakeCorrections takes the pending corrections, in minute order, like
+// Corrections, without building partials (see TakeDue).
+func (c *Counter) TakeCorrections() []Taken { return c.takeAll(c.pending) }
 
 // Drain hands out everything counted and not yet handed out, corrections
 // and open minutes alike, as non-closing partials, and forgets it. Minutes
@@ -117,11 +126,10 @@ func (c *Counter) Corrections() []Partial {
 // It is for shutdown, where content must reach reducers but minutes must
 // not be claimed closed early.
 func (c *Counter) Drain() []Partial {
-	out := c.takeAll(c.pending)
-	return append(out, c.takeAll(c.open)...)
+	return partialsOf(append(c.takeAll(c.pending), c.takeAll(c.open)...))
 }
 
-func (c *Counter) takeAll(set map[int64]*counts) []Partial {
+func (c *Counter) takeAll(set map[int64]*counts) []Taken {
 	if len(set) == 0 {
 		return nil
 	}
@@ -130,10 +138,45 @@ func (c *Counter) takeAll(set map[int64]*counts) []Partial {
 		minutes = append(minutes, m)
 	}
 	slices.Sort(minutes)
-	var out []Partial
+	out := make([]Taken, 0, len(minutes))
 	for _, m := range minutes {
-		out = appendPartials(out, m, set[m], false, c.maxCount)
+		out = append(out, Taken{Minute: m, cs: set[m], max: c.maxCount})
 		delete(set, m)
+	}
+	return out
+}
+
+// Taken is one minute's counts taken out of a Counter: the Counter no
+// longer refers to them, so they may be read (Partials) by another
+// goroutine than the Counter's owner, without its lock.
+type Taken struct {
+	Minute int64
+	Closes bool // the minute closes with these counts (else a correction or a drain)
+	cs     *counts
+	max    int
+}
+
+// NumPartials is how many partials Partials returns: ceil(counts / max),
+// and one for an empty minute that closes.
+func (t Taken) NumPartials() int {
+	n := 0
+	if t.cs != nil {
+		n = (t.cs.n + t.max - 1) / t.max
+	}
+	if n == 0 && t.Closes {
+		n = 1
+	}
+	return n
+}
+
+// Partials builds the minute's partials, of at most the Counter's
+// maxCounts counts each; with Closes, the last one closes the minute.
+func (t Taken) Partials() []Partial { return appendPartials(nil, t.Minute, t.cs, t.Closes, t.max) }
+
+func partialsOf(ts []Taken) []Partial {
+	var out []Partial
+	for _, t := range ts {
+		out = append(out, t.Partials()...)
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package window
 
 import (
+	"fmt"
 	"maps"
 	"testing"
 	"time"
@@ -176,6 +177,53 @@ func TestSplitPartials(t *testing.T) {
 		}
 		if len(p.Counts) > 2 {
 			t.Errorf("partial %d has %d counts, max 2", i, len(p.Counts))
+		}
+	}
+}
+
+// TestTaken checks that a taken minute is a snapshot (clicks counted after
+// the take go to a correction, not into it) and that NumPartials, which an
+// owner uses to number partials before building them, is exact.
+func TestTaken(t *testing.T) {
+	first := minuteOf(base)
+	for _, tt := range []struct {
+		ads, filters, max int
+	}{{0, 0, 3}, {1, 0, 3}, {3, 0, 3}, {4, 0, 3}, {5, 1, 3}, {7, 2, 4}, {10, 0, 1}} {
+		c := New(first, 0, tt.max)
+		var filters []int64
+		for f := 1; f <= tt.filters; f++ {
+			filters = append(filters, int64(f))
+		}
+		for i := range tt.ads {
+			c.Add(first, fmt.Sprintf("ad-%d", i), filters)
+		}
+		taken := c.TakeDue(base.Add(time.Minute))
+		if len(taken) != 1 || !taken[0].Closes || taken[0].Minute != first {
+			t.Fatalf("%+v: TakeDue = %+v; want minute %d, closing", tt, taken, first)
+		}
+		c.Add(first, "ad-0", filters) // late: must not change the taken minute
+		ps := taken[0].Partials()
+		if len(ps) != taken[0].NumPartials() {
+			t.Errorf("%+v: NumPartials = %d, Partials gave %d", tt, taken[0].NumPartials(), len(ps))
+		}
+		counts := 0
+		for i, p := range ps {
+			counts += len(p.Counts)
+			if p.Closes != (i == len(ps)-1) {
+				t.Errorf("%+v: partial %d Closes = %v", tt, i, p.Closes)
+			}
+			for _, c := range p.Counts {
+				if c.N != 1 {
+					t.Errorf("%+v: %v counted %d, want 1 (the late click went into the taken minute)", tt, c.Key, c.N)
+				}
+			}
+		}
+		if want := tt.ads * (1 + tt.filters); counts != want {
+			t.Errorf("%+v: %d counts taken, want %d", tt, counts, want)
+		}
+		corr := c.TakeCorrections()
+		if len(corr) != 1 || corr[0].Closes || corr[0].NumPartials() != (1+tt.filters+tt.max-1)/tt.max {
+			t.Errorf("%+v: corrections %+v", tt, corr)
 		}
 	}
 }

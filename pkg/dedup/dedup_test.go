@@ -213,3 +213,31 @@ func TestAddCopiesID(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkDedupFullMinute fills a minute with 12 million new ids, about
+// what one aggregator holds per minute at 400k clicks/s over two
+// aggregators, and reports the time per Add (ns/id): unlike
+// BenchmarkDedup's minutes, such a table fits no cache nor the TLB's reach,
+// as in production, and it grows from empty as a real minute does.
+func BenchmarkDedupFullMinute(b *testing.B) {
+	const perMinute = 12 << 20
+	var id [36]byte
+	copy(id[:], "00000000-0000-4000-8000-000000000000")
+	hexAt := [16]int{19, 20, 21, 22, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35}
+	s := New()
+	defer s.Close()
+	b.ResetTimer()
+	for m := range int64(b.N) {
+		s.Forget(m * 60)
+		for i := range perMinute {
+			h := uint64(int(m)*perMinute+i) * 0x9e3779b97f4a7c15
+			for j, p := range hexAt {
+				id[p] = "0123456789abcdef"[h>>(4*j)&15]
+			}
+			if !s.Add(m*60, unsafe.String(&id[0], len(id))) {
+				b.Fatalf("id %d of minute %d taken for a duplicate", i, m)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perMinute), "ns/id")
+}

@@ -2,6 +2,7 @@ package store
 
 import (
 	"io"
+	"sync"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -19,11 +20,22 @@ var sumMerger = &pebble.Merger{
 		if err != nil {
 			return nil, err
 		}
-		return &sumValue{n: n}, nil
+		s := sumPool.Get().(*sumValue)
+		s.n = n
+		return s, nil
 	},
 }
 
-type sumValue struct{ n int64 }
+// sumValue is one merge in progress. Merges run for every merged key of
+// every flush and compaction (millions after each minute closes), so they
+// are pooled: Finish hands out the value's bytes with the sumValue as their
+// closer, and Pebble closes it once done with them.
+type sumValue struct {
+	n   int64
+	buf [8]byte
+}
+
+var sumPool = sync.Pool{New: func() any { return new(sumValue) }}
 
 func (s *sumValue) MergeNewer(value []byte) error { return s.add(value) }
 func (s *sumValue) MergeOlder(value []byte) error { return s.add(value) }
@@ -38,5 +50,12 @@ func (s *sumValue) add(value []byte) error {
 }
 
 func (s *sumValue) Finish(bool) ([]byte, io.Closer, error) {
-	return countValue(make([]byte, 0, 8), s.n), nil, nil
+	return countValue(s.buf[:0], s.n), s, nil
+}
+
+// Close returns the sumValue to the pool: Pebble no longer reads the bytes
+// Finish returned.
+func (s *sumValue) Close() error {
+	sumPool.Put(s)
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 	"slices"
+	"sync"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -89,12 +90,27 @@ func (d *DB) Close() error {
 // in the skiplist (Pebble's inserter), while increments in arrival order
 // each searched the whole list, a quarter of the CPU after a minute closed.
 type Batch struct {
-	b    *pebble.Batch
+	b *pebble.Batch
+	*scratch
+}
+
+// scratch is a batch's working memory, reused by the next batch: a
+// closing minute's partials arrive as thousands of batches of tens of
+// thousands of counts, and growing these buffers afresh for each was a
+// quarter of everything the cluster allocated in the seconds after a close
+// (garbage collections back to back, while ingest went on).
+type scratch struct {
 	key  []byte
 	val  []byte
 	keys []byte      // encoded keys of the pending increments
 	incs []increment // pending increments, sorted by key at Commit
 }
+
+// scratchPool holds the scratch of closed batches; a scratch grown beyond
+// maxScratchBytes (an unusually large batch) is dropped rather than kept.
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+const maxScratchBytes = 16 << 20
 
 type increment struct {
 	off, len uint32 // the key, in keys
@@ -102,7 +118,9 @@ type increment struct {
 }
 
 // NewBatch starts an empty batch.
-func (d *DB) NewBatch() *Batch { return &Batch{b: d.db.NewBatch()} }
+func (d *DB) NewBatch() *Batch {
+	return &Batch{b: d.db.NewBatch(), scratch: scratchPool.Get().(*scratch)}
+}
 
 // AddCount adds n clicks of ad in minute for filter (both key layouts).
 func (b *Batch) AddCount(filter, minute int64, ad string, n int64) error {
@@ -154,7 +172,16 @@ func (b *Batch) Commit() error {
 }
 
 // Close releases the batch; it must be called after Commit or to abandon it.
-func (b *Batch) Close() { _ = b.b.Close() }
+func (b *Batch) Close() {
+	_ = b.b.Close()
+	if sc := b.scratch; sc != nil {
+		b.scratch = nil
+		if cap(sc.keys)+cap(sc.incs)*16 <= maxScratchBytes {
+			sc.key, sc.val, sc.keys, sc.incs = sc.key[:0], sc.val[:0], sc.keys[:0], sc.incs[:0]
+			scratchPool.Put(sc)
+		}
+	}
+}
 
 // AggMetas returns the meta of every aggregator ever applied.
 func (d *DB) AggMetas() (map[string]AggMeta, error) {

@@ -174,4 +174,21 @@ func TestAbandonedBatchWritesNothing(t *testing.T) {
 	if err != nil || n != 0 {
 		t.Fatalf("AdCount = %d, %v; want 0", n, err)
 	}
+	// The next batches reuse the abandoned one's working memory: none of
+	// its increments may come along.
+	for i := range 3 {
+		b = db.NewBatch()
+		if err := b.AddCount(0, 60, "y", 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+		for ad, want := range map[string]int64{"x": 0, "y": int64(2 * (i + 1))} {
+			if n, err := db.AdCount(0, ad, 0, 120); err != nil || n != want {
+				t.Fatalf("after %d committed batches, AdCount(%s) = %d, %v; want %d", i+1, ad, n, err, want)
+			}
+		}
+	}
 }

@@ -92,11 +92,11 @@ helm-lint: helm ## helm lint --strict and helm template over every ci/*-values.y
 # ---- Fuzzing: each target briefly, from its committed seed corpus (testdata/fuzz) ----
 FUZZTIME ?= 10s
 FUZZ_TARGETS := pkg/event:FuzzValidate pkg/event:FuzzUnmarshalIngest pkg/event:FuzzParseEvent pkg/event:FuzzSplitEvents pkg/router:FuzzGatewayIngestJSON \
-	pkg/aggregator:FuzzClickRecord pkg/wal:FuzzDecodeRecord
+	pkg/aggregator:FuzzClickRecord pkg/wal:FuzzDecodeRecord pkg/reducer:FuzzParseApply
 
 .PHONY: fuzz
 
-fuzz: ## run every fuzz target for FUZZTIME (10s) each: event validation, ingest decoding (protobuf, REST), log records
+fuzz: ## run every fuzz target for FUZZTIME (10s) each: event validation, ingest decoding (protobuf, REST), log records, apply requests
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "fuzz $${t#*:} in ./$${t%%:*} for $(FUZZTIME)"; \
 	  $(GO) test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) ./$${t%%:*}/ || exit 1; done

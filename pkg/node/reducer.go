@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 
-	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	"github.com/adclick/adclick/pkg/gossip"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/reducer"
@@ -51,7 +50,7 @@ func (n *Reducer) start(c Common, cfg reducer.Config, env Env) error {
 		return err
 	}
 	n.goRun(n.red.Run) // deletes minutes older than --retention
-	clusterv1.RegisterReducerServiceServer(n.srv.GRPC, n.red)
+	n.red.Register(n.srv.GRPC)
 	n.srv.Serve()
 	if err := n.startGossip(gossip.RoleReducer, c.NodeID, c.advertise(n.srv), 0, nil); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
@@ -18,8 +19,14 @@ const maxAdIDLen = 1024
 // Apply merges consecutive partials of one aggregator incarnation. See the
 // package doc for the idempotency rules. Refusals that the sender can fix by
 // resending (a gap) answer FAILED_PRECONDITION with an ApplyResponse
-// detail carrying applied_through; see AppliedThrough.
-func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*clusterv1.ApplyResponse, error) {
+// detail carrying applied_through; see AppliedThrough. Over gRPC, requests
+// arrive through ApplyFrame, read in place.
+func (r *Reducer) Apply(ctx context.Context, req *clusterv1.ApplyRequest) (*clusterv1.ApplyResponse, error) {
+	w := fromMessage(req)
+	return r.apply(ctx, &w)
+}
+
+func (r *Reducer) apply(_ context.Context, req *applyReq) (*clusterv1.ApplyResponse, error) {
 	start := time.Now()
 	if err := validateApply(req); err != nil {
 		r.m.applyRejected.WithLabelValues("invalid").Inc()
@@ -32,7 +39,7 @@ func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cluste
 		return nil, status.Error(codes.Unavailable, "reducer is shutting down; retry on another reducer or later")
 	}
 
-	id, inc := req.GetAggregatorId(), req.GetIncarnation()
+	id, inc := req.aggregator, req.incarnation
 	r.mu.RLock()
 	meta, known := r.meta[id]
 	r.mu.RUnlock()
@@ -46,9 +53,9 @@ func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cluste
 		meta = store.AggMeta{Incarnation: inc, HighWater: 0, Watermark: store.NoWatermark}
 	}
 
-	partials := req.GetPartials()
+	partials := req.partials
 	skip := 0
-	for skip < len(partials) && partials[skip].GetSequence() <= meta.HighWater {
+	for skip < len(partials) && partials[skip].seq <= meta.HighWater {
 		skip++
 	}
 	r.m.partialsSkipped.Add(float64(skip))
@@ -56,17 +63,17 @@ func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cluste
 	if len(partials) == 0 {
 		return &clusterv1.ApplyResponse{AppliedThrough: meta.HighWater}, nil
 	}
-	if first := partials[0].GetSequence(); first != meta.HighWater+1 {
+	if first := partials[0].seq; first != meta.HighWater+1 {
 		r.m.applyRejected.WithLabelValues("gap").Inc()
 		return nil, gapError(id, inc, first, meta.HighWater)
 	}
 
 	for _, p := range partials {
-		if p.GetClosesMinute() && p.GetMinute() > meta.Watermark {
-			meta.Watermark = p.GetMinute()
+		if p.closes && p.minute > meta.Watermark {
+			meta.Watermark = p.minute
 		}
 	}
-	meta.HighWater = partials[len(partials)-1].GetSequence()
+	meta.HighWater = partials[len(partials)-1].seq
 	expired := r.retentionFloor()
 	if err := r.commit(id, meta, partials, expired); err != nil {
 		r.m.applyRejected.WithLabelValues("storage").Inc()
@@ -78,23 +85,25 @@ func (r *Reducer) Apply(_ context.Context, req *clusterv1.ApplyRequest) (*cluste
 	r.advanceLocked()
 	var counts, late int
 	for _, p := range partials {
-		m := p.GetMinute()
+		m := p.minute
 		if m < expired {
-			r.m.expiredCounts.Add(float64(len(p.GetCounts())))
+			r.m.expiredCounts.Add(float64(len(p.counts)))
 			continue // older than --retention: dropped
 		}
-		counts += len(p.GetCounts())
-		if !p.GetClosesMinute() {
-			late += len(p.GetCounts())
+		counts += len(p.counts)
+		if !p.closes {
+			late += len(p.counts)
 		}
 		if m < r.floor {
 			continue // only in Pebble
 		}
-		for _, c := range p.GetCounts() {
-			r.idx.Add(c.GetFilter(), m, c.GetAdId(), c.GetCount())
+		for _, c := range p.counts {
+			r.idx.Add(c.filter, m, c.ad, c.n)
 		}
 	}
-	r.meta[id] = meta
+	// id may alias the request, and assigning to a string key stores the
+	// new key even when it was there.
+	r.meta[strings.Clone(id)] = meta
 	r.updateGauges()
 	r.mu.Unlock()
 
@@ -115,18 +124,18 @@ func (r *Reducer) isClosed() bool {
 // counts of minutes before expired (older than the retention) are dropped:
 // the sequence is applied, the counts are not stored. Caller holds applyMu
 // (so the store is open).
-func (r *Reducer) commit(id string, meta store.AggMeta, partials []*clusterv1.Partial, expired int64) error {
+func (r *Reducer) commit(id string, meta store.AggMeta, partials []wirePartial, expired int64) error {
 	b := r.db.NewBatch()
 	defer b.Close()
 	for _, p := range partials {
-		if p.GetMinute() < expired {
+		if p.minute < expired {
 			continue
 		}
-		for _, c := range p.GetCounts() {
-			if c.GetCount() == 0 {
+		for _, c := range p.counts {
+			if c.n == 0 {
 				continue
 			}
-			if err := b.AddCount(c.GetFilter(), p.GetMinute(), c.GetAdId(), c.GetCount()); err != nil {
+			if err := b.AddCount(c.filter, p.minute, c.ad, c.n); err != nil {
 				return err
 			}
 		}
@@ -138,30 +147,31 @@ func (r *Reducer) commit(id string, meta store.AggMeta, partials []*clusterv1.Pa
 	return b.Commit()
 }
 
-func validateApply(req *clusterv1.ApplyRequest) error {
-	if req.GetAggregatorId() == "" {
+func validateApply(req *applyReq) error {
+	if req.aggregator == "" {
 		return errors.New("aggregator_id is empty")
 	}
-	partials := req.GetPartials()
-	for i, p := range partials {
-		if p.GetSequence() == 0 {
+	partials := req.partials
+	for i := range partials {
+		p := &partials[i]
+		if p.seq == 0 {
 			return fmt.Errorf("partial %d: sequence 0; sequences start at 1", i)
 		}
-		if i > 0 && p.GetSequence() != partials[i-1].GetSequence()+1 {
+		if i > 0 && p.seq != partials[i-1].seq+1 {
 			return fmt.Errorf("partial %d: sequence %d follows %d; partials of one request must be consecutive and ascending",
-				i, p.GetSequence(), partials[i-1].GetSequence())
+				i, p.seq, partials[i-1].seq)
 		}
-		if p.GetMinute()%60 != 0 {
-			return fmt.Errorf("partial %d (sequence %d): minute %d is not on a minute boundary", i, p.GetSequence(), p.GetMinute())
+		if p.minute%60 != 0 {
+			return fmt.Errorf("%s: minute %d is not on a minute boundary", p.describe(i), p.minute)
 		}
-		for j, c := range p.GetCounts() {
+		for j, c := range p.counts {
 			switch {
-			case c.GetFilter() < 0:
-				return fmt.Errorf("partial %d (sequence %d) count %d: negative filter %d", i, p.GetSequence(), j, c.GetFilter())
-			case c.GetAdId() == "" || len(c.GetAdId()) > maxAdIDLen:
-				return fmt.Errorf("partial %d (sequence %d) count %d: ad_id length %d; want 1..%d", i, p.GetSequence(), j, len(c.GetAdId()), maxAdIDLen)
-			case c.GetCount() < 0:
-				return fmt.Errorf("partial %d (sequence %d) count %d: negative count %d", i, p.GetSequence(), j, c.GetCount())
+			case c.filter < 0:
+				return fmt.Errorf("%s count %d: negative filter %d", p.describe(i), j, c.filter)
+			case c.ad == "" || len(c.ad) > maxAdIDLen:
+				return fmt.Errorf("%s count %d: ad_id length %d; want 1..%d", p.describe(i), j, len(c.ad), maxAdIDLen)
+			case c.n < 0:
+				return fmt.Errorf("%s count %d: negative count %d", p.describe(i), j, c.n)
 			}
 		}
 	}

@@ -19,7 +19,7 @@ func serve(t *testing.T, r *Reducer) clusterv1.ReducerServiceClient {
 	t.Helper()
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
-	clusterv1.RegisterReducerServiceServer(srv, r)
+	r.Register(srv) // Apply reads requests in place, as in production
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(srv.Stop)
 	conn, err := grpc.NewClient("passthrough:///bufnet",

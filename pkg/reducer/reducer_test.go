@@ -13,12 +13,14 @@ import (
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/grpcbuf"
 	"github.com/adclick/adclick/pkg/membership"
 	"github.com/adclick/adclick/pkg/membership/membershiptest"
 	"github.com/adclick/adclick/pkg/ring"
 	"github.com/adclick/adclick/pkg/ring/ringtest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -77,9 +79,19 @@ func cnt(filter int64, ad string, n int64) *clusterv1.Count {
 	return &clusterv1.Count{Filter: filter, AdId: ad, Count: n}
 }
 
+// apply sends the request as gRPC hands it to the reducer, in its encoding
+// (ApplyFrame), then overwrites those bytes: the reducer reads them in
+// place, and nothing it keeps may still point into them.
 func apply(t *testing.T, r *Reducer, agg string, inc int64, ps ...*clusterv1.Partial) (uint64, error) {
 	t.Helper()
-	resp, err := r.Apply(context.Background(), &clusterv1.ApplyRequest{AggregatorId: agg, Incarnation: inc, Partials: ps})
+	b, err := proto.Marshal(&clusterv1.ApplyRequest{AggregatorId: agg, Incarnation: inc, Partials: ps})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.ApplyFrame(context.Background(), &grpcbuf.Frame{B: b})
+	for i := range b {
+		b[i] = 'X'
+	}
 	return resp.GetAppliedThrough(), err
 }
 

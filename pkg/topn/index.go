@@ -6,6 +6,7 @@ import (
 	"context"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -83,13 +84,15 @@ func (x *Index) intern(ad string) uint32 {
 	if id, ok := x.ids[ad]; ok {
 		return id
 	}
+	ad = strings.Clone(ad) // the caller's string may alias a request
 	id := uint32(len(x.names))
 	x.names = append(x.names, ad)
 	x.ids[ad] = id
 	return id
 }
 
-// Add adds n (> 0) clicks of ad in minute for filter. Exclusive access.
+// Add adds n (> 0) clicks of ad in minute for filter. Exclusive access. The
+// index keeps a copy of ad, so ad may alias a buffer the caller reuses.
 func (x *Index) Add(filter, minute int64, ad string, n int64) {
 	if n <= 0 {
 		return

@@ -33,10 +33,11 @@
 //     its full arena chunks are already written there (<minute>.ids.open)
 //     and dropped from memory, so closing it writes only its index (8
 //     bytes an id). Closing a minute does not stall ingest: under the
-//     counting lock a commit only takes the closed minutes' ids out of
-//     the open set (one map operation per minute) and keeps them where
-//     late clicks are still looked up; the writing happens without the
-//     lock, and every write is written back in pieces of at most 8 MiB
+//     counting lock a commit only takes the closed minutes' counts out of
+//     the counter and their ids out of the open set (a map operation per
+//     minute), numbers their partials, and keeps the ids where late
+//     clicks are still looked up; building and encoding the partials and
+//     the writing happen without the lock, and every write is written back in pieces of at most 8 MiB
 //     (sync_file_range) so the log's fsyncs never queue behind a burst.
 //
 // That state is the snapshot and the log after it is the rest: recovery

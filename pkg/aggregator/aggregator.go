@@ -327,15 +327,8 @@ func (a *Aggregator) ForwardFrame(ctx context.Context, f *grpcbuf.Frame) (*clust
 // Register registers AggregatorService on s, its Forward taking requests
 // in their encoding (ForwardFrame).
 func (a *Aggregator) Register(s grpc.ServiceRegistrar) {
-	d := clusterv1.AggregatorService_ServiceDesc
-	d.Methods = slices.Clone(d.Methods)
-	for i := range d.Methods {
-		if d.Methods[i].MethodName == "Forward" {
-			d.Methods[i].Handler = grpcbuf.FrameHandler(clusterv1.AggregatorService_Forward_FullMethodName,
-				func(a *Aggregator, ctx context.Context, f *grpcbuf.Frame) (any, error) { return a.ForwardFrame(ctx, f) })
-		}
-	}
-	s.RegisterService(&d, a)
+	s.RegisterService(grpcbuf.WithFrameMethod(&clusterv1.AggregatorService_ServiceDesc, "Forward",
+		func(a *Aggregator, ctx context.Context, f *grpcbuf.Frame) (any, error) { return a.ForwardFrame(ctx, f) }), a)
 }
 
 // scratch is the reusable space of one Forward call.
@@ -659,7 +652,7 @@ func (a *Aggregator) commit(now time.Time) error {
 	a.closing = frozen
 	a.commitsStarted++
 	// The minutes are numbered here; their partials are built and encoded
-	// after the lock is released (see takenPartials).
+	// after the lock is released (encodeTaken).
 	taken := append(closed, corrections...)
 	firstSeq := meta.NextSeq
 	for _, t := range taken {

@@ -37,8 +37,9 @@
 //     the counter and their ids out of the open set (a map operation per
 //     minute), numbers their partials, and keeps the ids where late
 //     clicks are still looked up; building and encoding the partials and
-//     the writing happen without the lock, and every write is written back in pieces of at most 8 MiB
-//     (sync_file_range) so the log's fsyncs never queue behind a burst.
+//     the writing happen without the lock, and every write is written
+//     back in pieces of at most 8 MiB (sync_file_range) so the log's
+//     fsyncs never queue behind a burst.
 //
 // That state is the snapshot and the log after it is the rest: recovery
 // (New) loads meta and outbox, opens the id files the database names (and

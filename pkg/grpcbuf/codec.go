@@ -3,6 +3,7 @@ package grpcbuf
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -113,6 +114,21 @@ func (f *Frame) Free() {
 		f.buf = nil
 	}
 	f.B = nil
+}
+
+// WithFrameMethod returns a copy of desc whose unary method named method
+// receives its request as a *Frame and is served by call (see
+// FrameHandler). It panics if desc has no such method: a programming error.
+func WithFrameMethod[S any](desc *grpc.ServiceDesc, method string, call func(srv S, ctx context.Context, f *Frame) (any, error)) *grpc.ServiceDesc {
+	d := *desc
+	d.Methods = slices.Clone(desc.Methods)
+	for i := range d.Methods {
+		if d.Methods[i].MethodName == method {
+			d.Methods[i].Handler = FrameHandler("/"+desc.ServiceName+"/"+method, call)
+			return &d
+		}
+	}
+	panic("grpcbuf: service " + desc.ServiceName + " has no unary method " + method)
 }
 
 // FrameHandler returns a unary method handler that receives its request as

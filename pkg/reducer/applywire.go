@@ -218,17 +218,8 @@ func (r *Reducer) ApplyFrame(ctx context.Context, f *grpcbuf.Frame) (*clusterv1.
 // Register registers ReducerService on s, its Apply taking requests in
 // their encoding (ApplyFrame).
 func (r *Reducer) Register(s grpc.ServiceRegistrar) {
-	d := clusterv1.ReducerService_ServiceDesc
-	methods := make([]grpc.MethodDesc, len(d.Methods))
-	copy(methods, d.Methods)
-	for i := range methods {
-		if methods[i].MethodName == "Apply" {
-			methods[i].Handler = grpcbuf.FrameHandler(clusterv1.ReducerService_Apply_FullMethodName,
-				func(r *Reducer, ctx context.Context, f *grpcbuf.Frame) (any, error) { return r.ApplyFrame(ctx, f) })
-		}
-	}
-	d.Methods = methods
-	s.RegisterService(&d, r)
+	s.RegisterService(grpcbuf.WithFrameMethod(&clusterv1.ReducerService_ServiceDesc, "Apply",
+		func(r *Reducer, ctx context.Context, f *grpcbuf.Frame) (any, error) { return r.ApplyFrame(ctx, f) }), r)
 }
 
 // describe names a partial in validation errors.

@@ -151,12 +151,11 @@ func (r *Router) ingestStream(stream grpc.ServerStream) error {
 // ingestServiceDesc is IngestService with handlers that take requests in
 // their encoding (a grpcbuf.Frame) and read the clicks in place.
 func ingestServiceDesc() *grpc.ServiceDesc {
-	d := adclickv1.IngestService_ServiceDesc
-	d.Methods = []grpc.MethodDesc{{MethodName: "Ingest", Handler: grpcbuf.FrameHandler(adclickv1.IngestService_Ingest_FullMethodName,
-		func(r *Router, ctx context.Context, f *grpcbuf.Frame) (any, error) { return r.IngestFrame(ctx, f) })}}
+	d := grpcbuf.WithFrameMethod(&adclickv1.IngestService_ServiceDesc, "Ingest",
+		func(r *Router, ctx context.Context, f *grpcbuf.Frame) (any, error) { return r.IngestFrame(ctx, f) })
 	d.Streams = []grpc.StreamDesc{{StreamName: "IngestStream", ServerStreams: true, ClientStreams: true,
 		Handler: func(srv any, stream grpc.ServerStream) error { return srv.(*Router).ingestStream(stream) }}}
-	return &d
+	return d
 }
 
 // maxRounds bounds how often one request re-routes events an aggregator

@@ -108,7 +108,11 @@ func TestRunVerifiesAgainstCluster(t *testing.T) {
 	if want := res.DistinctClicks + res.DuplicatesSent; res.TotalEvents != want {
 		t.Errorf("acknowledged %d events, want %d distinct + %d duplicates", res.TotalEvents, res.DistinctClicks, res.DuplicatesSent)
 	}
-	if res.Events < 8000 || res.EventsPerSec <= 0 || res.AckP99Ms < res.AckP50Ms {
+	// How many clicks fit in the timed phase depends on the machine (a
+	// loaded CI box with the race detector acked 3,420 of 12,000): speed
+	// belongs to make bench. What must hold on any machine is that the
+	// figures agree with each other.
+	if res.Events <= 0 || res.Events > res.TotalEvents || res.EventsPerSec <= 0 || res.AckP99Ms < res.AckP50Ms {
 		t.Errorf("figures look wrong: %+v", res)
 	}
 }

@@ -673,27 +673,41 @@ func (a *Aggregator) commit(now time.Time) error {
 	err := a.writeCommit(frozen, firstClosed, parts, meta)
 
 	// Unmapping a closed minute's index (hundreds of MB at full speed)
-	// happens after the lock is released: deferred before the Unlock, it
-	// runs after it, when a.closing no longer leads any lookup there.
+	// happens without the lock, at return: finishCommit has cleared
+	// a.closing by then, so no lookup leads there any more.
 	defer frozen.Release()
+	upTo, err := a.finishCommit(meta, parts, err, len(closed), frozen.Len())
+	if err != nil {
+		return err
+	}
+	// Unlinking a segment takes tens of milliseconds (ext4 frees its
+	// extents): done without the lock, which every Forward needs.
+	// commitMu keeps removals in order.
+	a.removeSegments(upTo)
+	return nil
+}
+
+// finishCommit publishes a commit whose durable write returned err: the
+// new meta and the partials for the outbox. It returns the write-ahead
+// log segments that became removable (below upTo).
+func (a *Aggregator) finishCommit(meta aggstate.Meta, parts []encodedPartial, err error, closed, ids int) (upTo uint64, _ error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.closing = nil
 	if err != nil {
 		// The closed minutes left the counter: this node cannot go on.
-		return a.failLocked(fmt.Errorf("commit closed minutes: %w", err))
+		return 0, a.failLocked(fmt.Errorf("commit closed minutes: %w", err))
 	}
 	a.meta = meta
 	a.commits++
 	if err := a.ob.add(parts); err != nil {
-		return a.failLocked(err)
+		return 0, a.failLocked(err)
 	}
-	a.m.minutesClosed.Add(float64(len(closed)))
+	a.m.minutesClosed.Add(float64(closed))
 	a.m.commits.Inc()
-	a.m.durableIDs.Add(float64(frozen.Len()))
+	a.m.durableIDs.Add(float64(ids))
 	a.m.openMinutes.Set(float64(a.counter.OpenMinutes()))
-	a.removeSegmentsLocked()
-	return nil
+	return a.removableSegmentsLocked(), nil
 }
 
 // writeCommit makes frozen's ids durable, then commits parts and meta in
@@ -732,9 +746,11 @@ func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts 
 	return b.Commit()
 }
 
-// removeSegmentsLocked deletes the oldest log segments whose clicks are all
-// durable in the state database.
-func (a *Aggregator) removeSegmentsLocked() {
+// removableSegmentsLocked returns the segment below which every write-ahead
+// log segment holds only clicks durable in the state database (0: none),
+// and forgets what it knew about those segments. Forgetting first is safe:
+// a segment without an entry counts as removable, which it is already.
+func (a *Aggregator) removableSegmentsLocked() uint64 {
 	cur := a.wal.Segment()
 	var upTo uint64
 	for _, s := range a.wal.Segments() {
@@ -746,19 +762,21 @@ func (a *Aggregator) removeSegmentsLocked() {
 		}
 		upTo = s + 1
 	}
+	for s := range a.segs {
+		if s < upTo {
+			delete(a.segs, s)
+		}
+	}
+	return upTo
+}
+
+// removeSegments deletes the write-ahead log segments below upTo.
+func (a *Aggregator) removeSegments(upTo uint64) {
 	if upTo == 0 {
 		return
 	}
-	n, err := a.wal.RemoveBefore(upTo)
-	if err != nil {
-		a.log.Warn("cannot delete write-ahead log segments; retrying at the next commit", "err", err)
-	}
-	if n > 0 {
-		for s := range a.segs {
-			if s < upTo {
-				delete(a.segs, s)
-			}
-		}
+	if _, err := a.wal.RemoveBefore(upTo); err != nil {
+		a.log.Warn("cannot delete write-ahead log segments; the rest stay on disk until a restart replays (and skips) them", "err", err)
 	}
 }
 

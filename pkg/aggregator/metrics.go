@@ -11,6 +11,8 @@ type metrics struct {
 	refused                       *prometheus.CounterVec
 	handOverIDs                   *prometheus.CounterVec
 	late                          prometheus.Counter
+	lateLookups                   prometheus.Counter
+	lateLookupsLocked             prometheus.Counter
 	minutesClosed                 prometheus.Counter
 	openMinutes                   prometheus.Gauge
 	dedupIDs                      prometheus.Gauge
@@ -51,6 +53,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		late: f.NewCounter(prometheus.CounterOpts{
 			Name: "adclick_aggregator_late_clicks_total",
 			Help: "Accepted clicks whose minute was already closed, counted as corrections.",
+		}),
+		lateLookups: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_aggregator_late_id_lookups_total",
+			Help: "Click ids of closed minutes looked up on disk (id files, state database) before Forward takes the counting lock.",
+		}),
+		lateLookupsLocked: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_aggregator_late_id_lookups_locked_total",
+			Help: "Click ids of closed minutes looked up on disk while Forward holds the counting lock (other batches wait): the click's minute closed, or a commit finished, after the early lookup. A few per minute close; many means late clicks stall ingest.",
 		}),
 		minutesClosed: f.NewCounter(prometheus.CounterOpts{
 			Name: "adclick_aggregator_minutes_closed_total",

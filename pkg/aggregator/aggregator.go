@@ -343,7 +343,7 @@ func (a *Aggregator) Register(s grpc.ServiceRegistrar) {
 type scratch struct {
 	evs    [][]byte
 	fields []event.Fields // by event; the strings alias the request
-	onDisk []uint8        // by event: what lateLookups found (notLookedUp, absentOnDisk, onDisk)
+	onDisk []uint8        // by event: what lateLookups found (notLookedUp, absentOnDisk, foundOnDisk)
 }
 
 // What lateLookups found about an event's click id in the state database.

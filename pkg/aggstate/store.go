@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/adclick/adclick/pkg/dedup"
+	"github.com/adclick/adclick/pkg/remover"
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
 )
@@ -88,6 +89,7 @@ type Store struct {
 	idsDir string
 	files  map[int64]*dedup.File // the closed minutes' id files, by minute
 	log    *slog.Logger
+	rm     *remover.Remover // deletes the id files of minutes past the late horizon, paced
 	closed bool
 }
 
@@ -126,9 +128,10 @@ func Open(dir, idsDir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggstate: open pebble in %s: %w", dir, err)
 	}
-	s := &Store{db: db, idsDir: idsDir, files: make(map[int64]*dedup.File), log: log}
+	s := &Store{db: db, idsDir: idsDir, files: make(map[int64]*dedup.File), log: log, rm: remover.New(log, 0, 0)}
 	if err := s.openIDFiles(); err != nil {
 		s.closeFiles()
+		s.rm.Close()
 		db.Close()
 		return nil, err
 	}
@@ -226,6 +229,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.closeFiles()
+	s.rm.Close()
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("aggstate: close: %w", err)
 	}
@@ -467,11 +471,11 @@ func (b *Batch) Commit() error {
 	s.mu.Unlock()
 	for _, f := range drop {
 		f.Close()
-		// Not referred to any more: a file left by a failed removal is
-		// deleted at the next Open.
-		if err := os.Remove(f.Path()); err != nil {
-			s.log.Warn("cannot delete the id file of a minute past the late horizon; it is deleted at the next start", "file", f.Path(), "err", err)
-		}
+		// Not referred to any more: a file left by a failed or
+		// interrupted removal is deleted at the next Open. A minute's id
+		// file is hundreds of MB at full speed; deleted at once, its
+		// discards would hold every fsync on the disk (package remover).
+		s.rm.Remove(f.Path())
 	}
 	return nil
 }

@@ -327,7 +327,27 @@ func TestRemoveBefore(t *testing.T) {
 		t.Fatalf("segments left %v, want [%d]", got, pos[11].Segment)
 	}
 	w.Close()
-	_, got, _ := open(t, dir, cfg, Deps{})
+	if ents, _ := filepath.Glob(filepath.Join(dir, "*"+removingSuffix)); len(ents) != 0 {
+		t.Fatalf("removed segments left after Close: %v", ents)
+	}
+	// A segment taken out of the log but not yet deleted when the process
+	// died (garbage here: it must not be replayed) is deleted at Open.
+	leftover := filepath.Join(dir, segmentName(pos[0].Segment)+removingSuffix)
+	if err := os.WriteFile(leftover, []byte("not a record"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	w2, got, _ := open(t, dir, cfg, Deps{})
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := os.Stat(leftover); errors.Is(err, os.ErrNotExist) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not deleted after Open", leftover)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	w2.Close()
 	var want [][]byte
 	for i := range 12 {
 		if pos[i].Segment == pos[11].Segment {

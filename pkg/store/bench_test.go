@@ -37,3 +37,35 @@ func BenchmarkCommitCounts(b *testing.B) {
 		batch.Close()
 	}
 }
+
+// BenchmarkAdCountDay reads one ad's count over a day of stored minutes
+// (1,440 minutes of 256 ads each): what a reducer does for a window that
+// starts before its memory floor (one seek per stored minute).
+func BenchmarkAdCountDay(b *testing.B) {
+	db, err := Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	const minutes, perMinute = 1440, 256
+	const base = int64(1_700_000_040)
+	for m := range int64(minutes) {
+		batch := db.NewBatch()
+		for a := range perMinute {
+			if err := batch.AddCount(0, base+60*m, fmt.Sprintf("ad-%d", a), 1); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := batch.Commit(); err != nil {
+			b.Fatal(err)
+		}
+		batch.Close()
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		n, err := db.AdCount(0, fmt.Sprintf("ad-%d", i%perMinute), base, base+60*minutes)
+		if err != nil || n != minutes {
+			b.Fatalf("AdCount = %d, %v; want %d", n, err, minutes)
+		}
+	}
+}

@@ -9,8 +9,12 @@ import (
 // Key spaces. Each key starts with one of these bytes.
 //
 //	aggregator meta:  'a' | aggregator id                        -> meta value
-//	count, ad-major:  'c' | filter | len(ad) | ad | minute     -> int64 sum (merge)
 //	count, minute-major: 'm' | filter | minute | len(ad) | ad  -> int64 sum (merge)
+//	count, ad-major (legacy): 'c' | filter | len(ad) | ad | minute -> int64 sum
+//
+// Earlier versions also wrote every count ad-major; nothing reads those
+// keys any more, and DeleteBefore removes them with their minutes, so a
+// store written by such a version needs no migration: they age out.
 //
 // filter and minute are 8-byte big-endian with the sign bit flipped, so byte
 // order is numeric order; len(ad) is a uvarint, so an ad id may hold any byte
@@ -45,7 +49,7 @@ func readAd(b []byte) (ad []byte, rest []byte, err error) {
 	return b[k : k+int(n)], b[k+int(n):], nil
 }
 
-// adKey appends the ad-major key of (filter, ad, minute).
+// adKey appends the legacy ad-major key of (filter, ad, minute).
 func adKey(dst []byte, filter int64, ad string, minute int64) []byte {
 	dst = append(dst, prefixByAd)
 	dst = putInt64(dst, filter)

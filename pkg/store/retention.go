@@ -14,14 +14,15 @@ import (
 // exercise several batches on small data.
 var deleteChunk = 10000
 
-// DeleteBefore deletes the counts of every minute before minute, in both
-// key spaces, and returns how many (filter, minute, ad) counts it deleted.
-// It reads only what it deletes: per filter, the minute-major keys before
-// minute are one contiguous run, deleted with DeleteRange, and each of them
-// names the ad-major key to delete with it. Every batch deletes a count's two
-// keys together, its ad-major key first, so an interrupted pass (ctx done, a
-// crash) leaves nothing the next pass does not find. Counts merged into an
-// expired minute while a pass runs are deleted by the next pass.
+// DeleteBefore deletes the counts of every minute before minute and
+// returns how many (filter, minute, ad) counts it deleted. It reads only
+// what it deletes: per filter, the minute-major keys before minute are one
+// contiguous run, deleted with DeleteRange. While legacy ad-major keys may
+// be stored (keys.go), each minute-major key names its ad-major copy,
+// deleted in the same batch and first, so an interrupted pass (ctx done, a
+// crash) leaves nothing the next pass does not find; once none is left,
+// passes stop looking. Counts merged into an expired minute while a pass
+// runs are deleted by the next pass.
 func (d *DB) DeleteBefore(ctx context.Context, minute int64) (int, error) {
 	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixByMinute}, UpperBound: []byte{prefixByMinute + 1}})
 	if err != nil {
@@ -43,6 +44,7 @@ func (d *DB) DeleteBefore(ctx context.Context, minute int64) (int, error) {
 	}
 	deleted := 0
 	var adk []byte
+	legacy := d.legacy.Load()
 	for ok := it.First(); ok; {
 		f, _, _, err := decodeMinuteKey(it.Key())
 		if err != nil {
@@ -55,9 +57,11 @@ func (d *DB) DeleteBefore(ctx context.Context, minute int64) (int, error) {
 			if err != nil {
 				return deleted, err
 			}
-			adk = adKey(adk[:0], f, string(ad), m)
-			if err := b.Delete(adk, nil); err != nil {
-				return deleted, fmt.Errorf("store: batch delete: %w", err)
+			if legacy {
+				adk = adKey(adk[:0], f, string(ad), m)
+				if err := b.Delete(adk, nil); err != nil {
+					return deleted, fmt.Errorf("store: batch delete: %w", err)
+				}
 			}
 			deleted++
 			pending = true
@@ -89,6 +93,13 @@ func (d *DB) DeleteBefore(ctx context.Context, minute int64) (int, error) {
 	}
 	if err := it.Error(); err != nil {
 		return deleted, fmt.Errorf("store: iterator: %w", err)
+	}
+	if legacy {
+		left, err := d.hasLegacyKeys()
+		if err != nil {
+			return deleted, err
+		}
+		d.legacy.Store(left)
 	}
 	return deleted, nil
 }

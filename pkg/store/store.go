@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble"
 )
@@ -48,6 +49,9 @@ func decodeAggMeta(v []byte) (AggMeta, error) {
 // not (one goroutine per Batch).
 type DB struct {
 	db *pebble.DB
+	// legacy: ad-major keys of an older version may be stored, so
+	// DeleteBefore deletes them with their minutes (see keys.go).
+	legacy atomic.Bool
 }
 
 // Open opens (creating if needed) the database in dir.
@@ -69,7 +73,24 @@ func Open(dir string, log *slog.Logger) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open pebble in %s: %w", dir, err)
 	}
-	return &DB{db: db}, nil
+	d := &DB{db: db}
+	legacy, err := d.hasLegacyKeys()
+	if err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	d.legacy.Store(legacy)
+	return d, nil
+}
+
+// hasLegacyKeys tells whether any ad-major key is stored.
+func (d *DB) hasLegacyKeys() (bool, error) {
+	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixByAd}, UpperBound: []byte{prefixByAd + 1}})
+	if err != nil {
+		return false, fmt.Errorf("store: look for ad-major keys: %w", err)
+	}
+	found := it.First()
+	return found, closeIter(it)
 }
 
 // Close flushes and closes the database.
@@ -122,12 +143,18 @@ func (d *DB) NewBatch() *Batch {
 	return &Batch{b: d.db.NewBatch(), scratch: scratchPool.Get().(*scratch)}
 }
 
-// AddCount adds n clicks of ad in minute for filter (both key layouts).
+// AddCount adds n clicks of ad in minute for filter.
+//
+// Only the minute-major key is written. A second, ad-major copy (the
+// count of one ad over a range as one scan) cost more than half of the
+// reducer's storage work after each close (BenchmarkCommitCounts: 2.8 µs
+// a count with it, 1.3 µs without, on 2 vCPUs), mostly in compactions: a
+// minute's ad-major keys land all over the key space, so compactions
+// rewrite ever more of it as history grows, while minute-major keys of a
+// new minute follow those of the last. AdCount reads one key per stored
+// minute instead (see there).
 func (b *Batch) AddCount(filter, minute int64, ad string, n int64) error {
 	off := len(b.keys)
-	b.keys = adKey(b.keys, filter, ad, minute)
-	b.incs = append(b.incs, increment{off: uint32(off), len: uint32(len(b.keys) - off), n: n})
-	off = len(b.keys)
 	b.keys = minuteKey(b.keys, filter, minute, ad)
 	b.incs = append(b.incs, increment{off: uint32(off), len: uint32(len(b.keys) - off), n: n})
 	return nil
@@ -201,26 +228,49 @@ func (d *DB) AggMetas() (map[string]AggMeta, error) {
 	return out, closeIter(it)
 }
 
-// AdCount sums the clicks of ad for filter over minutes [from, to) with one
-// iterator scan of the ad-major keys.
+// AdCount sums the clicks of ad for filter over minutes [from, to): one
+// seek per stored minute of the range (the seek for a minute without the
+// ad lands on the next stored minute, so minutes with no counts at all
+// cost nothing). The reducer answers from memory for its last
+// RetainMinutes minutes (a day by default); this serves older ranges:
+// ~1,440 seeks for a day, a few milliseconds.
 func (d *DB) AdCount(filter int64, ad string, from, to int64) (int64, error) {
 	if from >= to {
 		return 0, nil
 	}
-	lo := adKey(nil, filter, ad, from)
-	hi := adKey(nil, filter, ad, to)
-	it, err := d.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
+	it, err := d.db.NewIter(&pebble.IterOptions{
+		LowerBound: minuteFloorKey(nil, filter, from),
+		UpperBound: minuteFloorKey(nil, filter, to),
+	})
 	if err != nil {
 		return 0, fmt.Errorf("store: iterate counts: %w", err)
 	}
 	var sum int64
-	for ok := it.First(); ok; ok = it.Next() {
-		n, err := decodeCount(it.Value())
+	var key []byte
+	for m := from; m < to; {
+		key = minuteKey(key[:0], filter, m, ad)
+		if !it.SeekGE(key) {
+			break // nothing stored at or after (m, ad) in the range
+		}
+		_, got, gotAd, err := decodeMinuteKey(it.Key())
 		if err != nil {
 			_ = it.Close()
 			return 0, err
 		}
-		sum += n
+		switch {
+		case got > m:
+			m = got // no key at all between: go to the next stored minute
+		case string(gotAd) == ad:
+			n, err := decodeCount(it.Value())
+			if err != nil {
+				_ = it.Close()
+				return 0, err
+			}
+			sum += n
+			m += 60
+		default:
+			m += 60 // minute m is stored, without this ad
+		}
 	}
 	return sum, closeIter(it)
 }

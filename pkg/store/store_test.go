@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -190,5 +191,114 @@ func TestAbandonedBatchWritesNothing(t *testing.T) {
 				t.Fatalf("after %d committed batches, AdCount(%s) = %d, %v; want %d", i+1, ad, n, err, want)
 			}
 		}
+	}
+}
+
+// TestAdCountSparseMinutes: counts months apart, in a store that also
+// holds other ads and filters; a range over years costs one seek per
+// stored minute and still sums exactly.
+func TestAdCountSparseMinutes(t *testing.T) {
+	db := openTest(t, t.TempDir())
+	t.Cleanup(func() { _ = db.Close() })
+	const base = int64(1_700_000_040)
+	stored := []int64{base, base + 60, base + 60*1000, base + 60*100_000, base + 60*500_000}
+	b := db.NewBatch()
+	for i, m := range stored {
+		for _, ad := range []string{"a", "b", "c"} {
+			if ad == "b" && i%2 == 1 {
+				continue // b is missing from some stored minutes
+			}
+			if err := b.AddCount(0, m, ad, int64(i+1)); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.AddCount(7, m, ad, 100); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	for _, tc := range []struct {
+		ad       string
+		from, to int64
+		want     int64
+	}{
+		{"b", base - 60*1_000_000, base + 60*1_000_000, 1 + 3 + 5},
+		{"a", base - 60*1_000_000, base + 60*1_000_000, 1 + 2 + 3 + 4 + 5},
+		{"a", base + 60, base + 60*100_000, 2 + 3},
+		{"a", base + 120, base + 60*1000, 0},
+		{"b", base + 60, base + 120, 0},
+		{"zz", base - 60, base + 60*1_000_000, 0},
+		{"", base - 60, base + 60*1_000_000, 0},
+	} {
+		got, err := db.AdCount(0, tc.ad, tc.from, tc.to)
+		if err != nil || got != tc.want {
+			t.Errorf("AdCount(0, %q, %d, %d) = %d, %v; want %d", tc.ad, tc.from, tc.to, got, err, tc.want)
+		}
+	}
+}
+
+// TestLegacyAdMajorKeysAgeOut: a store written by a version that also kept
+// every count ad-major answers from its minute-major keys, and retention
+// deletes both copies; once none is left, passes stop looking for them.
+func TestLegacyAdMajorKeysAgeOut(t *testing.T) {
+	dir := t.TempDir()
+	db := openTest(t, dir)
+	const base = int64(1_700_000_040)
+	b := db.NewBatch()
+	for i := range int64(6) {
+		if err := b.AddCount(0, base+60*i, "ad", 1); err != nil {
+			t.Fatal(err)
+		}
+		// What the older version wrote besides.
+		if err := b.b.Merge(adKey(nil, 0, "ad", base+60*i), countValue(nil, 1), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db = openTest(t, dir)
+	t.Cleanup(func() { _ = db.Close() })
+	if !db.legacy.Load() {
+		t.Fatal("legacy ad-major keys not noticed at Open")
+	}
+	if n, err := db.AdCount(0, "ad", base, base+360); n != 6 || err != nil {
+		t.Fatalf("AdCount = %d, %v; want 6 (each count once)", n, err)
+	}
+	countLegacy := func() int {
+		it, err := db.db.NewIter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for ok := it.First(); ok; ok = it.Next() {
+			if it.Key()[0] == prefixByAd {
+				n++
+			}
+		}
+		_ = it.Close()
+		return n
+	}
+	if n, err := db.DeleteBefore(context.Background(), base+180); n != 3 || err != nil {
+		t.Fatalf("DeleteBefore = %d, %v; want 3", n, err)
+	}
+	if got := countLegacy(); got != 3 || !db.legacy.Load() {
+		t.Fatalf("ad-major keys left %d (legacy %v), want 3 and still looking", got, db.legacy.Load())
+	}
+	if _, err := db.DeleteBefore(context.Background(), base+360); err != nil {
+		t.Fatal(err)
+	}
+	if got := countLegacy(); got != 0 || db.legacy.Load() {
+		t.Fatalf("ad-major keys left %d (legacy %v), want none and no more looking", got, db.legacy.Load())
+	}
+	if n, err := db.AdCount(0, "ad", base, base+360); n != 0 || err != nil {
+		t.Fatalf("AdCount after retention = %d, %v; want 0", n, err)
 	}
 }

@@ -87,21 +87,7 @@ func (r *Remover) Pending() int {
 // Close deletes what is still queued at once (a shutdown does not wait for
 // the pacing) and stops the goroutine.
 func (r *Remover) Close() {
-	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		<-r.done
-		return
-	}
-	r.stopped = true
-	r.mu.Unlock()
-	close(r.quit)
-	<-r.done
-	r.mu.Lock()
-	rest := r.queue
-	r.queue = nil
-	r.mu.Unlock()
-	for _, p := range rest {
+	for _, p := range r.stop() {
 		r.removeNow(p)
 	}
 }
@@ -109,20 +95,24 @@ func (r *Remover) Close() {
 // Abandon stops the goroutine like a crash would: files still queued
 // stay on disk (their owner finds them at its next start). Later Removes
 // delete at once.
-func (r *Remover) Abandon() {
+func (r *Remover) Abandon() { r.stop() }
+
+// stop ends the goroutine and returns what was still queued, once: a
+// second stop returns nothing.
+func (r *Remover) stop() []string {
 	r.mu.Lock()
-	if r.stopped {
-		r.mu.Unlock()
-		<-r.done
-		return
-	}
+	first := !r.stopped
 	r.stopped = true
 	r.mu.Unlock()
-	close(r.quit)
+	if first {
+		close(r.quit)
+	}
 	<-r.done
 	r.mu.Lock()
+	defer r.mu.Unlock()
+	rest := r.queue
 	r.queue = nil
-	r.mu.Unlock()
+	return rest
 }
 
 func (r *Remover) run() {

@@ -86,3 +86,22 @@ func TestShrinksStepByStep(t *testing.T) {
 	}
 	r.Close() // twice is fine
 }
+
+// TestAbandonLeavesQueuedFiles: like a crash, Abandon deletes nothing more;
+// the owner finds the file at its next start.
+func TestAbandonLeavesQueuedFiles(t *testing.T) {
+	dir := t.TempDir()
+	r := New(nil, 1<<20, time.Hour)
+	a := makeFile(t, dir, "a", 4<<20)
+	r.Remove(a)
+	waitFor(t, "the first step", func() bool { return size(t, a) == 3<<20 })
+	r.Abandon()
+	if gone(a) {
+		t.Fatal("Abandon deleted a queued file")
+	}
+	r.Abandon()
+	r.Close() // after Abandon: nothing queued any more
+	if gone(a) {
+		t.Fatal("Close after Abandon deleted a file Abandon had dropped")
+	}
+}

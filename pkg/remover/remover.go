@@ -154,18 +154,14 @@ func (r *Remover) shrink(path string) bool {
 	if err != nil {
 		return true
 	}
-	t := time.NewTimer(0)
-	defer t.Stop()
-	<-t.C
 	for size := st.Size(); size > r.step; {
 		size -= r.step
 		if err := f.Truncate(size); err != nil {
 			r.log.Warn("cannot shrink a file before deleting it; deleting it whole", "file", path, "err", err)
 			return true
 		}
-		t.Reset(r.pause)
 		select {
-		case <-t.C:
+		case <-time.After(r.pause):
 		case <-r.quit:
 			return false
 		}

@@ -8,6 +8,9 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"unsafe"
+
+	"github.com/adclick/adclick/pkg/diskfile"
 )
 
 // A closed minute's id file is the in-memory layout of its bucket written
@@ -59,52 +62,7 @@ func (f *Frozen) WriteFile(minute int64, path string) (int, error) {
 }
 
 // SyncDir fsyncs a directory, so a rename or removal in it is durable.
-func SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("dedup: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("dedup: sync directory %s: %w", dir, err)
-	}
-	return nil
-}
-
-// offsetWriter writes sequentially at an offset through a buffer, writing
-// back every writeBackEvery bytes.
-type offsetWriter struct {
-	f           *os.File
-	off, synced int64
-	buf         []byte
-	err         error
-}
-
-func (w *offsetWriter) Write(p []byte) {
-	for len(p) > 0 && w.err == nil {
-		n := min(len(p), cap(w.buf)-len(w.buf))
-		w.buf = append(w.buf, p[:n]...)
-		p = p[n:]
-		if len(w.buf) == cap(w.buf) {
-			w.flush()
-		}
-	}
-}
-
-func (w *offsetWriter) flush() {
-	if w.err != nil || len(w.buf) == 0 {
-		return
-	}
-	if _, w.err = w.f.WriteAt(w.buf, w.off); w.err != nil {
-		return
-	}
-	w.off += int64(len(w.buf))
-	w.buf = w.buf[:0]
-	if w.off-w.synced >= writeBackEvery {
-		w.err = writeBack(w.f, w.synced, w.off-w.synced)
-		w.synced = w.off
-	}
-}
+func SyncDir(dir string) error { return diskfile.SyncDir(dir) }
 
 func (b *bucket) writeFile(path string) (err error) {
 	file, name := (*os.File)(nil), path+".tmp"
@@ -141,36 +99,32 @@ func (b *bucket) writeFile(path string) (err error) {
 	}
 	// Then shards, chunk table and overflow after the arena.
 	start := int64(pad8(uint64(arenaEnd)))
-	w := &offsetWriter{f: file, off: start, synced: start, buf: make([]byte, 0, 1<<20)}
+	w := diskfile.NewWriter(file, start, 1<<20, writeBackEvery)
 	dir := make([]byte, fileDirSize)
 	var scratch [8]byte
 	for i := range b.shards {
 		s := &b.shards[i]
-		binary.LittleEndian.PutUint64(dir[i*16:], uint64(w.off)+uint64(len(w.buf)))
+		binary.LittleEndian.PutUint64(dir[i*16:], uint64(w.Offset()))
 		binary.LittleEndian.PutUint64(dir[i*16+8:], uint64(len(s.slots)))
-		for _, v := range s.slots {
-			binary.LittleEndian.PutUint64(scratch[:], v)
-			w.Write(scratch[:8])
-		}
+		writeSlots(w, s.slots, scratch[:])
 	}
-	chunkTab := uint64(w.off) + uint64(len(w.buf))
+	chunkTab := uint64(w.Offset())
 	for _, l := range b.lens {
 		binary.LittleEndian.PutUint32(scratch[:], l)
 		w.Write(scratch[:4])
 	}
 	w.Write(make([]byte, pad8(uint64(len(b.lens))*4)-uint64(len(b.lens))*4))
-	overflow := uint64(w.off) + uint64(len(w.buf))
+	overflow := uint64(w.Offset())
 	var ovf []byte
 	for id := range b.overflow {
 		ovf = binary.AppendUvarint(ovf, uint64(len(id)))
 		ovf = append(ovf, id...)
 	}
 	w.Write(ovf)
-	w.flush()
-	if w.err != nil {
-		return w.err
+	if err := w.Flush(); err != nil {
+		return err
 	}
-	end := w.off
+	end := w.Offset()
 	if err := file.Truncate(end); err != nil { // a reused spill file may be longer
 		return err
 	}
@@ -200,6 +154,24 @@ func (b *bucket) writeFile(path string) (err error) {
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// littleEndian: the slots are stored little-endian, as they are in
+// memory here, so they are written as they are (a closing minute has
+// tens of millions of them).
+var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
+
+func writeSlots(w *diskfile.Writer, slots []uint64, scratch []byte) {
+	if littleEndian {
+		if len(slots) > 0 {
+			w.Write(unsafe.Slice((*byte)(unsafe.Pointer(&slots[0])), len(slots)*8))
+		}
+		return
+	}
+	for _, v := range slots {
+		binary.LittleEndian.PutUint64(scratch, v)
+		w.Write(scratch[:8])
+	}
+}
 
 func pad8(n uint64) uint64 { return (n + 7) &^ 7 }
 

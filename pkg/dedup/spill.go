@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+
+	"github.com/adclick/adclick/pkg/diskfile"
 )
 
 // spillSuffix names the file a minute's full arena chunks go to while the
@@ -90,7 +92,7 @@ func (sp *spiller) run() {
 			failed = true
 			continue
 		}
-		if err := writeBack(sp.f, off, int64(len(j.c))); err != nil {
+		if err := diskfile.WriteBack(sp.f, off, int64(len(j.c))); err != nil {
 			sp.box.set(fmt.Errorf("dedup: spill to %s: %w", sp.path, err))
 			failed = true
 			continue

@@ -1,9 +1,0 @@
-//go:build !linux
-
-package dedup
-
-import "os"
-
-// writeBack is a no-op where sync_file_range does not exist: the final
-// fsync writes everything.
-func writeBack(*os.File, int64, int64) error { return nil }

@@ -173,7 +173,7 @@ func New(cfg Config, deps Deps) (*Aggregator, error) {
 		seen:       dedup.NewSpilling(filepath.Join(cfg.DataDir, "ids")),
 		segs:       make(map[uint64]*segInfo),
 	}
-	store, err := aggstate.Open(filepath.Join(cfg.DataDir, "state"), filepath.Join(cfg.DataDir, "ids"), deps.Log)
+	store, err := aggstate.Open(filepath.Join(cfg.DataDir, "state"), filepath.Join(cfg.DataDir, "ids"), filepath.Join(cfg.DataDir, "outbox"), deps.Log)
 	if err != nil {
 		return nil, fmt.Errorf("aggregator: %w", err)
 	}
@@ -378,6 +378,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 	if len(evs) == 0 {
 		return resp, nil
 	}
+	began := time.Now()
 	sc.fields = slices.Grow(sc.fields[:0], len(evs))[:len(evs)]
 	var rejected int
 	for i, ev := range evs {
@@ -418,7 +419,9 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 		a.lateLookupHook()
 	}
 
+	read := time.Now()
 	a.mu.Lock()
+	locked := time.Now()
 	if err := a.refuseLocked(); err != nil {
 		a.mu.Unlock()
 		return nil, err
@@ -537,11 +540,16 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 	}
 	a.mu.Unlock()
 
+	counted := time.Now()
 	if durableAt > 0 {
 		if err := a.wal.Wait(durableAt); err != nil {
 			return nil, a.fail(fmt.Errorf("sync the write-ahead log: %w", err))
 		}
 	}
+	a.m.stageRead.Observe(read.Sub(began).Seconds())
+	a.m.stageLock.Observe(locked.Sub(read).Seconds())
+	a.m.stageCount.Observe(counted.Sub(locked).Seconds())
+	a.m.stageDurable.Observe(time.Since(counted).Seconds())
 	a.m.notOwned.Add(float64(notOwned))
 	a.m.accepted.Add(float64(accepted))
 	a.acceptedN.Add(uint64(accepted))
@@ -801,17 +809,48 @@ func (a *Aggregator) writeCommit(frozen *dedup.Frozen, firstClosed int64, parts 
 			return err
 		}
 	}
-	for _, p := range parts {
-		if err := b.AddPartial(p.seq, p.b); err != nil {
-			b.Discard()
-			return err
-		}
+	if err := a.addPartials(b, parts); err != nil {
+		b.Discard()
+		return err
 	}
 	if meta.Horizon > a.meta0.Horizon {
 		b.ForgetIDsBefore(meta.Horizon)
 	}
 	b.SetMeta(meta)
 	return b.Commit()
+}
+
+// addPartials puts parts, of consecutive sequences, in the outbox of b: a
+// closing minute's many as an outbox file, a correction's few as keys.
+func (a *Aggregator) addPartials(b *aggstate.Batch, parts []encodedPartial) error {
+	size := 0
+	for _, p := range parts {
+		size += len(p.b)
+	}
+	fileMin := a.cfg.outboxFileMin
+	if fileMin == 0 {
+		fileMin = aggstate.OutboxFileMin
+	}
+	if size < fileMin {
+		for _, p := range parts {
+			if err := b.AddPartial(p.seq, p.b); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	bs := make([][]byte, len(parts))
+	for i, p := range parts {
+		if p.seq != parts[0].seq+uint64(i) {
+			return fmt.Errorf("partials to commit are not numbered in sequence: %d at %d after %d", p.seq, i, parts[0].seq)
+		}
+		bs[i] = p.b
+	}
+	if err := a.store.WriteOutboxFile(parts[0].seq, bs); err != nil {
+		return err
+	}
+	b.AddOutboxFile(parts[0].seq, len(parts))
+	return nil
 }
 
 // removableSegmentsLocked returns the segment below which every write-ahead

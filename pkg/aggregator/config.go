@@ -86,6 +86,9 @@ type Config struct {
 	HotGrantTTL  time.Duration
 
 	walSync func(*os.File) error // tests inject fsync failures
+	// outboxFileMin: a commit's partials of this many bytes and more go
+	// to an outbox file (0: aggstate.OutboxFileMin; tests set 1).
+	outboxFileMin int
 }
 
 // RegisterFlags registers the aggregator's own flags with their defaults.

@@ -1,9 +1,11 @@
 package aggstate
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -23,7 +25,10 @@ const (
 	prefixMeta   = 'm'
 	prefixID     = 'd' // 'd' | minute | click_id: ids of late clicks and handed-over ids
 	prefixFile   = 'f' // 'f' | minute -> id count: the minute's id file is part of the state
-	prefixOutbox = 'o' // 'o' | sequence
+	prefixOutbox = 'o' // 'o' | sequence -> encoded partial
+	// 'p' | first sequence -> number of partials: an outbox file holding
+	// them is part of the state (outboxfile.go)
+	prefixOutboxFile = 'p'
 )
 
 // idFileSuffix names a closed minute's id file: <minute>.ids.
@@ -89,18 +94,25 @@ type Store struct {
 	idsDir string
 	files  map[int64]*dedup.File // the closed minutes' id files, by minute
 	log    *slog.Logger
-	rm     *remover.Remover // deletes the id files of minutes past the late horizon, paced
+	rm     *remover.Remover // deletes id files past the late horizon and acknowledged outbox files, paced
 	closed bool
+
+	outboxDir   string
+	outboxMu    sync.Mutex   // guards outboxFiles
+	outboxFiles []outboxFile // the outbox files the database names, by first sequence
 }
 
-// Open opens (creating if needed) the database in dir and the id files in
-// idsDir: those the database refers to are opened (one missing is an
-// error), any other (left by a commit a crash interrupted) is deleted.
-func Open(dir, idsDir string, log *slog.Logger) (*Store, error) {
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Open opens (creating if needed) the database in dir, the id files in
+// idsDir and the outbox files in outboxDir: those the database refers to
+// are opened (an id file missing is an error; an outbox file is read by
+// Outbox), any other (left by a commit a crash interrupted) is deleted.
+func Open(dir, idsDir, outboxDir string, log *slog.Logger) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	for _, d := range []string{dir, idsDir} {
+	for _, d := range []string{dir, idsDir, outboxDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return nil, fmt.Errorf("aggstate: create %s: %w", d, err)
 		}
@@ -128,8 +140,12 @@ func Open(dir, idsDir string, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggstate: open pebble in %s: %w", dir, err)
 	}
-	s := &Store{db: db, idsDir: idsDir, files: make(map[int64]*dedup.File), log: log, rm: remover.New(log, 0, 0)}
-	if err := s.openIDFiles(); err != nil {
+	s := &Store{db: db, idsDir: idsDir, outboxDir: outboxDir, files: make(map[int64]*dedup.File), log: log, rm: remover.New(log, 0, 0)}
+	err = s.openIDFiles()
+	if err == nil {
+		err = s.openOutboxFiles()
+	}
+	if err != nil {
 		s.closeFiles()
 		s.rm.Close()
 		db.Close()
@@ -256,23 +272,43 @@ func (s *Store) Meta() (Meta, bool, error) {
 }
 
 // Outbox returns the retained partials, encoded (clusterv1.Partial), in
-// sequence order.
+// sequence order: those kept as keys and those of the outbox files.
 func (s *Store) Outbox() ([][]byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed {
 		return nil, ErrClosed
 	}
+	type seqPart struct {
+		seq uint64
+		p   []byte
+	}
+	var all []seqPart
+	add := func(seq uint64, p []byte) { all = append(all, seqPart{seq, p}) }
 	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: []byte{prefixOutbox}, UpperBound: []byte{prefixOutbox + 1}})
 	if err != nil {
 		return nil, fmt.Errorf("aggstate: outbox: %w", err)
 	}
-	var out [][]byte
 	for it.First(); it.Valid(); it.Next() {
-		out = append(out, slices.Clone(it.Value()))
+		if k := it.Key(); len(k) == 9 {
+			add(binary.BigEndian.Uint64(k[1:]), slices.Clone(it.Value()))
+		}
 	}
 	if err := it.Close(); err != nil {
 		return nil, fmt.Errorf("aggstate: outbox: %w", err)
+	}
+	s.outboxMu.Lock()
+	files := slices.Clone(s.outboxFiles)
+	s.outboxMu.Unlock()
+	for _, f := range files {
+		if err := s.readOutboxFile(f, add); err != nil {
+			return nil, err
+		}
+	}
+	slices.SortFunc(all, func(a, b seqPart) int { return cmp.Compare(a.seq, b.seq) })
+	out := make([][]byte, len(all))
+	for i, sp := range all {
+		out[i] = sp.p
 	}
 	return out, nil
 }
@@ -364,8 +400,9 @@ func (s *Store) EachID(from int64, batch int, fn func(minute int64, ids []string
 	return nil
 }
 
-// DropOutbox deletes the partials with sequence <= through. Not synced: a
-// drop lost in a crash only makes reducers get no-op resends.
+// DropOutbox deletes the partials with sequence <= through: keys not
+// synced (a drop lost in a crash only makes reducers get no-op resends),
+// and the outbox files all of whose partials are at or below through.
 func (s *Store) DropOutbox(through uint64) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
@@ -375,17 +412,21 @@ func (s *Store) DropOutbox(through uint64) error {
 	if err := s.db.DeleteRange(outboxKey(0), outboxKey(through+1), pebble.NoSync); err != nil {
 		return fmt.Errorf("aggstate: drop outbox through %d: %w", through, err)
 	}
-	return nil
+	s.outboxMu.Lock()
+	defer s.outboxMu.Unlock()
+	return s.dropOutboxFilesLocked(through)
 }
 
 // Batch collects writes committed at once. Not safe for concurrent use.
 type Batch struct {
-	s      *Store
-	b      *pebble.Batch
-	key    []byte
-	ids    int
-	files  []int64 // id files this batch makes part of the state
-	forget int64   // id files of minutes before this are dropped after the commit
+	s     *Store
+	b     *pebble.Batch
+	key   []byte
+	ids   int
+	files []int64 // id files this batch makes part of the state
+	// outbox files this batch makes part of the state
+	outboxFiles []outboxFile
+	forget      int64 // id files of minutes before this are dropped after the commit
 }
 
 // NewBatch starts a batch.
@@ -432,6 +473,11 @@ func (b *Batch) Commit() error {
 	s := b.s
 	s.mu.RLock()
 	err := b.commitLocked()
+	if err == nil && len(b.outboxFiles) > 0 {
+		s.outboxMu.Lock()
+		s.outboxFiles = append(s.outboxFiles, b.outboxFiles...)
+		s.outboxMu.Unlock()
+	}
 	s.mu.RUnlock()
 	if err != nil || len(b.files) == 0 && b.forget == 0 {
 		return err

@@ -26,7 +26,7 @@ func frozen(minute int64, ids ...string) *dedup.Frozen {
 func TestIDFiles(t *testing.T) {
 	dir := t.TempDir()
 	stateDir, idsDir := filepath.Join(dir, "state"), filepath.Join(dir, "ids")
-	s, err := Open(stateDir, idsDir, nil)
+	s, err := Open(stateDir, idsDir, filepath.Join(dir, "outbox"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestIDFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	s, err = Open(stateDir, idsDir, nil)
+	s, err = Open(stateDir, idsDir, filepath.Join(dir, "outbox"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,14 +99,14 @@ func TestIDFiles(t *testing.T) {
 	if err := os.Remove(filepath.Join(idsDir, "180.ids")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(stateDir, idsDir, nil); err == nil || !strings.Contains(err.Error(), "180") {
+	if _, err := Open(stateDir, idsDir, filepath.Join(dir, "outbox"), nil); err == nil || !strings.Contains(err.Error(), "180") {
 		t.Fatalf("Open with a missing id file: %v, want an error naming minute 180", err)
 	}
 	// A named file whose content is not what the state says is corrupt.
 	if _, err := frozen(180, "x", "y").WriteFile(180, filepath.Join(idsDir, "180.ids")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(stateDir, idsDir, nil); !errors.Is(err, dedup.ErrCorrupt) {
+	if _, err := Open(stateDir, idsDir, filepath.Join(dir, "outbox"), nil); !errors.Is(err, dedup.ErrCorrupt) {
 		t.Fatalf("Open with a mismatched id file: %v, want ErrCorrupt", err)
 	}
 }

@@ -154,28 +154,11 @@ func (s *Store) openOutboxFiles() error {
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("aggstate: list outbox files: %w", err)
 	}
-	entries, err := os.ReadDir(s.outboxDir)
-	if err != nil {
-		return fmt.Errorf("aggstate: %w", err)
-	}
-	removed := 0
-	for _, e := range entries {
-		name := e.Name()
+	return s.removeUnreferenced(s.outboxDir, "outbox", func(name string) bool {
 		first, err := strconv.ParseUint(strings.TrimSuffix(name, outboxFileSuffix), 10, 64)
-		if err == nil && strings.HasSuffix(name, outboxFileSuffix) &&
-			slices.ContainsFunc(s.outboxFiles, func(f outboxFile) bool { return f.first == first }) {
-			continue
-		}
-		if err := os.Remove(filepath.Join(s.outboxDir, name)); err != nil {
-			return fmt.Errorf("aggstate: remove an outbox file no commit refers to: %w", err)
-		}
-		removed++
-	}
-	if removed > 0 {
-		s.log.Info("removed outbox files of commits a restart interrupted", "files", removed, "dir", s.outboxDir)
-		return diskfile.SyncDir(s.outboxDir)
-	}
-	return nil
+		return err == nil && strings.HasSuffix(name, outboxFileSuffix) &&
+			slices.ContainsFunc(s.outboxFiles, func(f outboxFile) bool { return f.first == first })
+	})
 }
 
 // dropOutboxFilesLocked forgets the outbox files whose partials are all

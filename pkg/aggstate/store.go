@@ -15,6 +15,7 @@ import (
 	"sync"
 
 	"github.com/adclick/adclick/pkg/dedup"
+	"github.com/adclick/adclick/pkg/diskfile"
 	"github.com/adclick/adclick/pkg/remover"
 	"github.com/cockroachdb/pebble"
 	"github.com/cockroachdb/pebble/bloom"
@@ -185,25 +186,33 @@ func (s *Store) openIDFiles() error {
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("aggstate: list id files: %w", err)
 	}
-	entries, err := os.ReadDir(s.idsDir)
+	return s.removeUnreferenced(s.idsDir, "id", func(name string) bool {
+		m, err := strconv.ParseInt(strings.TrimSuffix(name, idFileSuffix), 10, 64)
+		return err == nil && strings.HasSuffix(name, idFileSuffix) && s.files[m] != nil
+	})
+}
+
+// removeUnreferenced deletes the files of dir that no commit refers to
+// (referenced says which are), left by commits a crash interrupted, and
+// syncs dir if it deleted any; kind names them in messages.
+func (s *Store) removeUnreferenced(dir, kind string, referenced func(name string) bool) error {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return fmt.Errorf("aggstate: %w", err)
 	}
 	removed := 0
 	for _, e := range entries {
-		name := e.Name()
-		m, err := strconv.ParseInt(strings.TrimSuffix(name, idFileSuffix), 10, 64)
-		if err == nil && strings.HasSuffix(name, idFileSuffix) && s.files[m] != nil {
+		if referenced(e.Name()) {
 			continue
 		}
-		if err := os.Remove(filepath.Join(s.idsDir, name)); err != nil {
-			return fmt.Errorf("aggstate: remove an id file no commit refers to: %w", err)
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
+			return fmt.Errorf("aggstate: remove an %s file no commit refers to: %w", kind, err)
 		}
 		removed++
 	}
 	if removed > 0 {
-		s.log.Info("removed id files of commits a restart interrupted", "files", removed, "dir", s.idsDir)
-		return dedup.SyncDir(s.idsDir)
+		s.log.Info("removed files of commits a restart interrupted", "kind", kind, "files", removed, "dir", dir)
+		return diskfile.SyncDir(dir)
 	}
 	return nil
 }

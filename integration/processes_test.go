@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strconv"
 	"syscall"
@@ -79,6 +80,23 @@ func startProcess(t *testing.T, dir, bin, name string, args ...string) *process 
 	return p
 }
 
+// servingAddrs waits for the process's "serving" log line and returns the
+// gRPC and HTTP addresses it names.
+func (p *process) servingAddrs(t *testing.T) (grpcAddr, httpAddr string) {
+	t.Helper()
+	re := regexp.MustCompile(`msg=serving .* grpc=(\S+) http=(\S+)`)
+	pollUntil(t, 30*time.Second, p.name+" serving", func() bool {
+		data, _ := os.ReadFile(p.log)
+		m := re.FindSubmatch(data)
+		if m == nil {
+			return false
+		}
+		grpcAddr, httpAddr = string(m[1]), string(m[2])
+		return true
+	})
+	return grpcAddr, httpAddr
+}
+
 // stop sends SIGTERM and expects a clean exit in time.
 func (p *process) stop(t *testing.T) {
 	t.Helper()
@@ -120,9 +138,11 @@ func TestSeparateProcesses(t *testing.T) {
 	t.Setenv("ADCLICK_ALLOWED_LATENESS", "1s")
 	t.Setenv("ADCLICK_INITIAL_AGGREGATORS", "aggregator-1,aggregator-2")
 	agg2 := node("aggregator", "aggregator-2")
-	routerGRPC, routerHTTP := freeAddr(t), freeAddr(t)
+	// Port 0, read back from the log: an address picked free beforehand
+	// was once taken meanwhile by an aggregator binding port 0.
 	router := startProcess(t, dir, filepath.Join(bin, "router"), "router",
-		"--etcd-endpoints", etcdAddr, "--grpc-addr", routerGRPC, "--http-addr", routerHTTP, "--gossip-addr", "127.0.0.1:0")
+		"--etcd-endpoints", etcdAddr, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--gossip-addr", "127.0.0.1:0")
+	routerGRPC, routerHTTP := router.servingAddrs(t)
 
 	conn, err := grpc.NewClient(routerGRPC, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -61,9 +61,6 @@ func (f *Frozen) WriteFile(minute int64, path string) (int, error) {
 	return b.n, nil
 }
 
-// SyncDir fsyncs a directory, so a rename or removal in it is durable.
-func SyncDir(dir string) error { return diskfile.SyncDir(dir) }
-
 func (b *bucket) writeFile(path string) (err error) {
 	file, name := (*os.File)(nil), path+".tmp"
 	from := 0 // chunks before this are in the file already
@@ -150,7 +147,7 @@ func (b *bucket) writeFile(path string) (err error) {
 	if b.spill != nil {
 		b.spill.path, b.spill.finished = path, true // discard must not delete it
 	}
-	return SyncDir(filepath.Dir(path))
+	return diskfile.SyncDir(filepath.Dir(path))
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

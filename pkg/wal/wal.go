@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/adclick/adclick/pkg/diskfile"
 	"github.com/adclick/adclick/pkg/remover"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -350,7 +351,7 @@ func (w *WAL) RemoveBefore(seg uint64) (int, error) {
 	}
 	// A segment shrunk under its own name would read as a log damaged
 	// in the middle after a crash: the renames are durable first.
-	if serr := syncDir(w.dir); serr != nil {
+	if serr := diskfile.SyncDir(w.dir); serr != nil {
 		return 0, serr
 	}
 	for _, p := range renamed {
@@ -508,7 +509,7 @@ func (w *WAL) startSegment(seg uint64) error {
 	}
 	w.f, w.fseg = f, seg
 	if !w.cfg.NoSync {
-		if err := syncDir(w.dir); err != nil {
+		if err := diskfile.SyncDir(w.dir); err != nil {
 			return err
 		}
 	}
@@ -531,17 +532,5 @@ func (w *WAL) sync(f *os.File) error {
 	w.fsyncs.Add(1)
 	w.m.fsyncs.Inc()
 	w.m.fsyncTime.Observe(time.Since(t).Seconds())
-	return nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("wal: open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("wal: fsync dir %s: %w", dir, err)
-	}
 	return nil
 }

@@ -171,8 +171,20 @@ func (g *Gossip) create(port int) (*memberlist.Memberlist, error) {
 	mc.Events = delegate{g}
 	mc.Conflict = delegate{g}
 	mc.Logger = newMemberlistLogger(g.log)
+	// The cluster's state is a few hundred bytes a node: compressing it
+	// saves nothing worth the compressor's tables, allocated anew for
+	// every push-pull and every compressed gossip message. memberlist reads
+	// compressed messages whatever this says, so nodes of older versions
+	// still understand each other.
+	mc.EnableCompression = false
+	t, err := newTransport(g.bindIP, port, g.log)
+	if err != nil {
+		return nil, err
+	}
+	mc.Transport = t
 	ml, err := memberlist.Create(mc)
 	if err != nil {
+		_ = t.Shutdown()
 		return nil, err
 	}
 	g.advIP, g.advPort = advIP, advPort

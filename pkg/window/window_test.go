@@ -263,3 +263,48 @@ func BenchmarkAdd(b *testing.B) {
 		c.Add(60, ads[i%len(ads)], filters)
 	}
 }
+
+// TestManyAds counts a minute with rows over several blocks (and a
+// correction minute with few) against counts kept independently.
+func TestManyAds(t *testing.T) {
+	c := New(minuteOf(base), lateness, 1000)
+	m := minuteOf(base)
+	want := map[Key]int64{}
+	ads := 3*rowsBlock + 5
+	buf := make([]byte, 0, 16)
+	for round := range 3 {
+		for i := range ads {
+			if i%(round+1) != 0 {
+				continue
+			}
+			buf = fmt.Appendf(buf[:0], "ad-%d", i) // reused: Add must copy
+			var filters []int64
+			if i%7 == 0 {
+				filters = []int64{int64(1 + i%3)}
+			}
+			c.Add(m, string(buf), filters)
+			want[Key{Ad: string(buf)}]++
+			for _, f := range filters {
+				want[Key{Filter: f, Ad: string(buf)}]++
+			}
+		}
+	}
+	if late := c.Add(m-60, "late-ad", nil); !late {
+		t.Fatal("a click of the minute before the first open one is not late")
+	}
+	got := map[int64]map[Key]int64{}
+	var closed []int64
+	sum(t, c.Close(base.Add(time.Minute+lateness)), got, &closed)
+	if len(closed) != 1 || closed[0] != m {
+		t.Fatalf("closed %v, want [%d]", closed, m)
+	}
+	if !maps.Equal(got[m], want) {
+		t.Fatalf("minute counts differ: %d keys, want %d", len(got[m]), len(want))
+	}
+	corr := map[int64]map[Key]int64{}
+	var none []int64
+	sum(t, c.Corrections(), corr, &none)
+	if !maps.Equal(corr[m-60], map[Key]int64{{Ad: "late-ad"}: 1}) {
+		t.Fatalf("corrections %v", corr)
+	}
+}

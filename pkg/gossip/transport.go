@@ -16,10 +16,10 @@ import (
 // (push-pull, joins) and a UDP socket for packets (probes, gossip), on one
 // ip:port. It does what memberlist's NetTransport does, except that a
 // received packet gets a buffer of its own size: NetTransport reads every
-// packet into a fresh 64 KiB buffer, and a node that probes every 250 ms
-// received enough packets for that to be about half of everything an
-// aggregator process allocated at 50,000 clicks/s, and so half of its
-// garbage collections, each a latency spike for ingest.
+// packet into a fresh 64 KiB buffer, and with probes every 250 ms that
+// (with compression, turned off in create) was about half of everything
+// adclick dev allocated at 50,000 clicks/s, so half of its garbage
+// collections, each a chance of a latency spike for ingest.
 type transport struct {
 	tcp      *net.TCPListener
 	udp      *net.UDPConn

@@ -74,10 +74,10 @@ func encodeTaken(taken []window.Taken, seq uint64) []encodedPartial {
 	}
 	parts := make([]encodedPartial, 0, n)
 	for _, t := range taken {
-		for _, p := range t.Partials() {
+		t.EachPartial(func(p window.Partial) { // p.Counts is reused: encoded here, not kept
 			parts = append(parts, encodePartial(p, seq))
 			seq++
-		}
+		})
 	}
 	return parts
 }

@@ -284,28 +284,47 @@ next:
 // counts each. With closes, the last one closes m, and an empty minute still
 // yields one (empty) closing partial; without, an empty minute yields none.
 func appendPartials(out []Partial, m int64, cs *counts, closes bool, max int) []Partial {
+	eachPartial(m, cs, closes, max, func(p Partial) {
+		p.Counts = slices.Clip(slices.Clone(p.Counts))
+		out = append(out, p)
+	})
+	return out
+}
+
+// EachPartial calls fn with the minute's partials in order, the ones
+// Partials returns, each built in one buffer of at most the Counter's
+// maxCounts counts that the next call reuses: fn must not keep p.Counts.
+// A closed minute's counts (hundreds of thousands at full speed) are then
+// never in one slice, whose tens of MB the close would fault in.
+func (t Taken) EachPartial(fn func(p Partial)) { eachPartial(t.Minute, t.cs, t.Closes, t.max, fn) }
+
+func eachPartial(m int64, cs *counts, closes bool, max int, fn func(Partial)) {
 	if cs == nil || cs.n == 0 {
 		if closes {
-			out = append(out, Partial{Minute: m, Closes: true})
+			fn(Partial{Minute: m, Closes: true})
 		}
-		return out
+		return
 	}
-	all := make([]Count, 0, cs.n)
+	buf := make([]Count, 0, min(max, cs.n))
+	left := cs.n
+	add := func(c Count) {
+		buf = append(buf, c)
+		if len(buf) == max {
+			left -= len(buf)
+			fn(Partial{Minute: m, Counts: buf, Closes: closes && left == 0})
+			buf = buf[:0]
+		}
+	}
 	for _, b := range cs.blocks {
-		for _, r := range b {
-			all = append(all, Count{Key: Key{Ad: r.ad}, N: r.all})
+		for i := range b {
+			r := &b[i]
+			add(Count{Key: Key{Ad: r.ad}, N: r.all})
 			for _, f := range r.filters {
-				all = append(all, Count{Key: Key{Filter: f.filter, Ad: r.ad}, N: f.n})
+				add(Count{Key: Key{Filter: f.filter, Ad: r.ad}, N: f.n})
 			}
 		}
 	}
-	for len(all) > 0 {
-		n := min(max, len(all))
-		out = append(out, Partial{Minute: m, Counts: all[:n:n]})
-		all = all[n:]
+	if len(buf) > 0 {
+		fn(Partial{Minute: m, Counts: buf, Closes: closes})
 	}
-	if closes {
-		out[len(out)-1].Closes = true
-	}
-	return out
 }

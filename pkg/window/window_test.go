@@ -3,6 +3,7 @@ package window
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 	"time"
 
@@ -306,5 +307,42 @@ func TestManyAds(t *testing.T) {
 	sum(t, c.Corrections(), corr, &none)
 	if !maps.Equal(corr[m-60], map[Key]int64{{Ad: "late-ad"}: 1}) {
 		t.Fatalf("corrections %v", corr)
+	}
+}
+
+// TestEachPartial checks that EachPartial hands out the partials Partials
+// returns, in order, for minutes whose counts fill the last partial
+// exactly, leave it part full, or are empty.
+func TestEachPartial(t *testing.T) {
+	for _, ads := range []int{0, 1, 10, 11, 25} {
+		c := New(minuteOf(base), lateness, 5)
+		for i := range ads {
+			var filters []int64
+			if i%2 == 0 {
+				filters = []int64{7}
+			}
+			c.Add(minuteOf(base), fmt.Sprintf("ad-%d", i), filters)
+		}
+		taken := c.TakeDue(base.Add(time.Minute + lateness))
+		if len(taken) != 1 {
+			t.Fatalf("%d ads: took %d minutes", ads, len(taken))
+		}
+		want := taken[0].Partials()
+		var got []Partial
+		taken[0].EachPartial(func(p Partial) {
+			p.Counts = append([]Count(nil), p.Counts...) // the buffer is reused
+			got = append(got, p)
+		})
+		if len(got) != taken[0].NumPartials() || len(got) != len(want) {
+			t.Fatalf("%d ads: %d partials, want %d (NumPartials %d)", ads, len(got), len(want), taken[0].NumPartials())
+		}
+		for i := range want {
+			if got[i].Minute != want[i].Minute || got[i].Closes != want[i].Closes || !slices.Equal(got[i].Counts, want[i].Counts) {
+				t.Fatalf("%d ads: partial %d = %+v, want %+v", ads, i, got[i], want[i])
+			}
+			if len(got[i].Counts) > 5 || got[i].Closes != (i == len(want)-1) {
+				t.Fatalf("%d ads: partial %d has %d counts, closes %v", ads, i, len(got[i].Counts), got[i].Closes)
+			}
+		}
 	}
 }

@@ -186,9 +186,8 @@ func partialsOf(ts []Taken) []Partial {
 type counts struct {
 	index  map[string]int32 // ad -> row
 	blocks [][]row          // the rows, rowsBlock to a block (see addRow)
-	nrows  int
-	n      int    // number of (filter, ad) counts
-	names  []byte // the current block of copied ads (see intern)
+	n      int              // number of (filter, ad) counts
+	names  []byte           // the current block of copied ads (see intern)
 }
 
 // rowsBlock is the number of rows in a block. A minute's rows live in
@@ -220,9 +219,7 @@ func (cs *counts) addRow(ad string) int32 {
 		last++
 	}
 	cs.blocks[last] = append(cs.blocks[last], row{ad: ad})
-	i := int32(cs.nrows)
-	cs.nrows++
-	return i
+	return int32(last<<rowsBlockBits + len(cs.blocks[last]) - 1)
 }
 
 func (cs *counts) row(i int32) *row { return &cs.blocks[i>>rowsBlockBits][i&(rowsBlock-1)] }
@@ -285,7 +282,7 @@ next:
 // yields one (empty) closing partial; without, an empty minute yields none.
 func appendPartials(out []Partial, m int64, cs *counts, closes bool, max int) []Partial {
 	eachPartial(m, cs, closes, max, func(p Partial) {
-		p.Counts = slices.Clip(slices.Clone(p.Counts))
+		p.Counts = slices.Clone(p.Counts)
 		out = append(out, p)
 	})
 	return out

@@ -32,7 +32,7 @@ const (
 	// open (lateness 15 s); their ids are on disk, their index ~20 bytes each.
 	defaultMaxOpenIDs = 40_000_000
 	// What bounds the dedup memory: index slots (8 bytes, a shard at most
-	// 5/8 full) and the arena chunks not yet spilled. 768 MiB holds the
+	// 1/2 to 3/4 full, by shard) and the arena chunks not yet spilled. 768 MiB holds the
 	// default 40M open ids at the index's mean load.
 	defaultMaxOpenIDBytes = 768 << 20
 	// 16384 counts of up to ~150 bytes stay under gRPC's 4 MiB message limit.

@@ -3,6 +3,7 @@ package dedup
 import (
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"unsafe"
@@ -240,4 +241,35 @@ func BenchmarkDedupFullMinute(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*perMinute), "ns/id")
+}
+
+// TestGrowthStaggered: shards fill alike (ids hash uniformly), so if they
+// all doubled at the same fill a whole minute's index would be rebuilt and
+// faulted in at once. Each shard must double at its own fill, between 1/2
+// and 3/4 of its table, and no table may get fuller than 3/4.
+func TestGrowthStaggered(t *testing.T) {
+	const size = 4096 // the doubling watched: 4096 -> 8192 slots
+	b := newBucket(0, "", &errBox{})
+	grewAt := make([]int, nShards) // ids in the bucket when shard i reached 2*size
+	left := nShards
+	for i := 0; left > 0; i++ {
+		id := uuidLike(i)
+		if !b.add(id) {
+			t.Fatalf("id %d reported as a duplicate", i)
+		}
+		si, _ := split(id)
+		s := &b.shards[si]
+		if s.n*4 > len(s.slots)*3 {
+			t.Fatalf("shard %d holds %d ids in %d slots: fuller than 3/4", si, s.n, len(s.slots))
+		}
+		if grewAt[si] == 0 && len(s.slots) >= 2*size {
+			grewAt[si] = b.n
+			left--
+		}
+	}
+	lo, hi := slices.Min(grewAt), slices.Max(grewAt)
+	t.Logf("shards doubled to %d slots between %d and %d ids", 2*size, lo, hi)
+	if spread := float64(hi-lo) / float64(hi); spread < 0.25 {
+		t.Errorf("shards doubled within %.0f%% of each other (%d to %d ids): growth is not staggered", 100*spread, lo, hi)
+	}
 }

@@ -25,7 +25,11 @@ import (
 //	arena, from offset 8192: chunk i at 8192 + i<<20 (uvarint length,
 //	  bytes per id); full chunks were written there while the minute was
 //	  open (spill.go)
-//	shards: slots of 8 bytes (tag<<32 | location+1)
+//	shards: slots of 8 bytes (tag<<32 | location+1), from the first
+//	  4096-byte boundary after the arena (written around the page cache,
+//	  tailWriter), or the first 8-byte one where direct I/O is not
+//	  available and in files of earlier versions: readers take every
+//	  shard's offset from the directory
 //	chunk table: the used length of every arena chunk (4 bytes each)
 //	overflow: uvarint length, bytes per id
 //
@@ -94,9 +98,14 @@ func (b *bucket) writeFile(path string) (err error) {
 		}
 		arenaEnd = arenaStart + int64(ci)*chunkSize + int64(b.lens[ci])
 	}
-	// Then shards, chunk table and overflow after the arena.
-	start := int64(pad8(uint64(arenaEnd)))
-	w := diskfile.NewWriter(file, start, 1<<20, writeBackEvery)
+	// Then shards, chunk table and overflow after the arena, from a page
+	// boundary and around the page cache where the file system allows
+	// (hundreds of MB at full speed, read back only for late clicks).
+	w, err := tailWriter(file, name, arenaEnd)
+	if err != nil {
+		return err
+	}
+	defer w.Close()
 	dir := make([]byte, fileDirSize)
 	var scratch [8]byte
 	for i := range b.shards {
@@ -157,7 +166,41 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // tens of millions of them).
 var littleEndian = binary.NativeEndian.Uint16([]byte{1, 0}) == 1
 
-func writeSlots(w *diskfile.Writer, slots []uint64, scratch []byte) {
+// seqWriter is how a file's tail is written: diskfile's Writer or DirectWriter.
+type seqWriter interface {
+	Write(p []byte)
+	Offset() int64
+	Flush() error
+	Close() error
+}
+
+// writeDirect is false in tests of the page cache path.
+var writeDirect = true
+
+// tailWriter returns the writer of what follows the arena (which ends at
+// arenaEnd) in file, named name: a direct writer from the next page
+// boundary, or a buffered one from the next 8 bytes where direct I/O is
+// not available.
+func tailWriter(file *os.File, name string, arenaEnd int64) (seqWriter, error) {
+	if writeDirect {
+		start := (arenaEnd + diskfile.DirectAlign - 1) &^ (diskfile.DirectAlign - 1)
+		w, err := diskfile.OpenDirect(name, start)
+		if err == nil {
+			return w, nil
+		}
+		if !errors.Is(err, diskfile.ErrNoDirect) {
+			return nil, err
+		}
+	}
+	return bufferedWriter{diskfile.NewWriter(file, int64(pad8(uint64(arenaEnd))), 1<<20, writeBackEvery)}, nil
+}
+
+// bufferedWriter is a diskfile.Writer that the caller closes with the file.
+type bufferedWriter struct{ *diskfile.Writer }
+
+func (bufferedWriter) Close() error { return nil }
+
+func writeSlots(w seqWriter, slots []uint64, scratch []byte) {
 	if littleEndian {
 		if len(slots) > 0 {
 			w.Write(unsafe.Slice((*byte)(unsafe.Pointer(&slots[0])), len(slots)*8))

@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/adclick/adclick/pkg/diskfile"
 )
 
 // frozenOf adds ids under minute to a fresh set and detaches it.
@@ -35,63 +38,102 @@ func TestFileRoundTrip(t *testing.T) {
 		{name: "all on one hash", ids: manyIDs(300, 3), collide: true},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if tt.collide {
-				old := hashID
-				hashID = func(string) uint64 { return 1 << 63 }
-				t.Cleanup(func() { hashID = old })
-			}
-			f := frozenOf(120, tt.ids)
-			path := filepath.Join(t.TempDir(), "120.ids")
-			n, err := f.WriteFile(120, path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if n != len(tt.ids) {
-				t.Fatalf("wrote %d ids, want %d", n, len(tt.ids))
-			}
-			if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
-				t.Fatalf("temporary file left behind: %v", err)
-			}
-			idf, err := OpenFile(path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer idf.Close()
-			if idf.Minute() != 120 || idf.Len() != len(tt.ids) {
-				t.Fatalf("minute %d len %d, want 120 and %d", idf.Minute(), idf.Len(), len(tt.ids))
-			}
-			for _, id := range tt.ids {
-				if ok, err := idf.Has(id); !ok || err != nil {
-					t.Fatalf("Has(%.20q) = %v, %v; want true", id, ok, err)
-				}
-			}
-			for _, id := range []string{"absent", "a-", strings.Repeat("x", maxArenaID-1), "click-0000000-x", strings.Repeat("z", 4999)} {
-				if slices.Contains(tt.ids, id) {
-					continue
-				}
-				if ok, err := idf.Has(id); ok || err != nil {
-					t.Fatalf("Has(%.20q) = %v, %v; want false", id, ok, err)
-				}
-			}
-			var got []string
-			if err := idf.Each(1000, func(ids []string) error {
-				if len(ids) > 1000 {
-					t.Fatalf("batch of %d ids, want at most 1000", len(ids))
-				}
-				got = append(got, ids...)
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			want := slices.Clone(tt.ids)
-			slices.Sort(want)
-			slices.Sort(got)
-			if !slices.Equal(got, want) {
-				t.Fatalf("Each gave %d ids, want %d (first difference matters)", len(got), len(want))
-			}
-		})
+		for _, direct := range []bool{true, false} {
+			t.Run(fmt.Sprintf("%s/direct=%v", tt.name, direct), func(t *testing.T) {
+				testFileRoundTrip(t, tt.ids, tt.collide, direct)
+			})
+		}
 	}
+}
+
+// testFileRoundTrip is one case of TestFileRoundTrip; direct is whether
+// the file's tail may be written around the page cache.
+func testFileRoundTrip(t *testing.T, ids []string, collide, direct bool) {
+	old := writeDirect
+	writeDirect = direct
+	t.Cleanup(func() { writeDirect = old })
+	if collide {
+		old := hashID
+		hashID = func(string) uint64 { return 1 << 63 }
+		t.Cleanup(func() { hashID = old })
+	}
+	f := frozenOf(120, ids)
+	path := filepath.Join(t.TempDir(), "120.ids")
+	n, err := f.WriteFile(120, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != len(ids) {
+		t.Fatalf("wrote %d ids, want %d", n, len(ids))
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("temporary file left behind: %v", err)
+	}
+	idf, err := OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idf.Close()
+	if idf.Minute() != 120 || idf.Len() != len(ids) {
+		t.Fatalf("minute %d len %d, want 120 and %d", idf.Minute(), idf.Len(), len(ids))
+	}
+	for _, id := range ids {
+		if ok, err := idf.Has(id); !ok || err != nil {
+			t.Fatalf("Has(%.20q) = %v, %v; want true", id, ok, err)
+		}
+	}
+	for _, id := range []string{"absent", "a-", strings.Repeat("x", maxArenaID-1), "click-0000000-x", strings.Repeat("z", 4999)} {
+		if slices.Contains(ids, id) {
+			continue
+		}
+		if ok, err := idf.Has(id); ok || err != nil {
+			t.Fatalf("Has(%.20q) = %v, %v; want false", id, ok, err)
+		}
+	}
+	var got []string
+	if err := idf.Each(1000, func(ids []string) error {
+		if len(ids) > 1000 {
+			t.Fatalf("batch of %d ids, want at most 1000", len(ids))
+		}
+		got = append(got, ids...)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := slices.Clone(ids)
+	slices.Sort(want)
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Fatalf("Each gave %d ids, want %d (first difference matters)", len(got), len(want))
+	}
+	// Where the slots start says which path wrote them.
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := binary.LittleEndian.Uint64(raw[fileHeaderSize:])
+	wantAlign := uint64(8)
+	if direct && directWorks(t, filepath.Dir(path)) {
+		wantAlign = diskfile.DirectAlign
+	}
+	if first%wantAlign != 0 || first < arenaStart {
+		t.Fatalf("slots start at %d, want a multiple of %d after the arena", first, wantAlign)
+	}
+}
+
+// directWorks tells whether dir's file system takes direct writes.
+func directWorks(t *testing.T, dir string) bool {
+	p := filepath.Join(dir, "probe-direct")
+	if err := os.WriteFile(p, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(p)
+	w, err := diskfile.OpenDirect(p, 0)
+	if err != nil {
+		return false
+	}
+	w.Close()
+	return true
 }
 
 func manyIDs(n, width int) []string {

@@ -2,7 +2,9 @@
 // the disk: dirty pages are written back every few MB as a file grows
 // (WriteBack, Writer), so a final fsync, or the write-ahead log's fsync
 // that acknowledgements wait on, never queues behind hundreds of MB of
-// them; and a directory is fsynced after a rename or removal (SyncDir).
+// them; a file that is written once and seldom read goes around the page
+// cache (DirectWriter); and a directory is fsynced after a rename or
+// removal (SyncDir).
 package diskfile
 
 import (

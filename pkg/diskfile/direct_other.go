@@ -1,0 +1,7 @@
+//go:build !linux
+
+package diskfile
+
+import "os"
+
+func openDirect(string) (*os.File, error) { return nil, ErrNoDirect }

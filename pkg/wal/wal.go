@@ -75,7 +75,7 @@ type WAL struct {
 
 	kick, full, quit, done, failed chan struct{}
 	rm                             *remover.Remover // deletes removed segments, paced
-	f                              *os.File         // writer-owned
+	seg                            *segment         // writer-owned: the segment being written
 	fseg                           uint64
 }
 
@@ -174,6 +174,13 @@ func (w *WAL) replaySegment(seg uint64, last bool, replay func(uint64, []byte) e
 			rec.Records++
 			off += n
 			continue
+		}
+		if isPadding(data[off:]) {
+			// The log ends here, where a direct write's padding begins.
+			if err := truncateSync(path, int64(off)); err != nil {
+				return err
+			}
+			break
 		}
 		if !last {
 			return fmt.Errorf("wal: %w in %s at offset %d, and later segments follow: the log is damaged in the middle; refusing to start (restore the data dir or move the damaged files away, accepting the loss)", derr, path, off)
@@ -383,8 +390,17 @@ func (w *WAL) Close() error {
 	}
 	w.cond.Broadcast()
 	w.mu.Unlock()
-	if w.f != nil {
-		if cerr := w.f.Close(); cerr != nil && err == nil {
+	if w.seg != nil {
+		// The writer synced everything appended; a direct segment still
+		// ends in padding, cut here (and synced) so the file is exact.
+		if err == nil {
+			if ferr := w.seg.finish(); ferr != nil {
+				err = ferr
+			} else if serr := w.sync(w.seg.file()); serr != nil {
+				err = serr
+			}
+		}
+		if cerr := w.seg.close(); cerr != nil && err == nil {
 			err = fmt.Errorf("wal: close: %w", cerr)
 		}
 	}
@@ -409,8 +425,8 @@ func (w *WAL) Abandon() {
 	close(w.quit)
 	<-w.done
 	w.rm.Abandon()
-	if w.f != nil {
-		_ = w.f.Close()
+	if w.seg != nil {
+		_ = w.seg.close()
 	}
 }
 
@@ -480,34 +496,40 @@ func (w *WAL) run() {
 // and fsyncs. A segment is complete and synced before the next one starts.
 func (w *WAL) write(chunks []chunk) error {
 	for _, c := range chunks {
-		if w.f == nil || c.seg != w.fseg {
+		if w.seg == nil || c.seg != w.fseg {
 			if err := w.startSegment(c.seg); err != nil {
 				return err
 			}
 		}
-		if _, err := w.f.Write(c.data); err != nil {
-			return fmt.Errorf("wal: write %s: %w", w.f.Name(), err)
+		if err := w.seg.write(c.data); err != nil {
+			return err
 		}
 		w.m.bytes.Add(float64(len(c.data)))
 	}
-	return w.sync(w.f)
+	if err := w.seg.flush(); err != nil {
+		return err
+	}
+	return w.sync(w.seg.file())
 }
 
 func (w *WAL) startSegment(seg uint64) error {
-	if w.f != nil {
-		if err := w.sync(w.f); err != nil {
+	if w.seg != nil {
+		if err := w.seg.finish(); err != nil {
 			return err
 		}
-		if err := w.f.Close(); err != nil {
-			return fmt.Errorf("wal: close %s: %w", w.f.Name(), err)
+		if err := w.sync(w.seg.file()); err != nil {
+			return err
+		}
+		if err := w.seg.close(); err != nil {
+			return fmt.Errorf("wal: close segment %d: %w", w.fseg, err)
 		}
 	}
 	path := filepath.Join(w.dir, segmentName(seg))
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY|os.O_APPEND, 0o644)
+	sf, err := createSegment(path)
 	if err != nil {
-		return fmt.Errorf("wal: create segment: %w", err)
+		return err
 	}
-	w.f, w.fseg = f, seg
+	w.seg, w.fseg = sf, seg
 	if !w.cfg.NoSync {
 		if err := diskfile.SyncDir(w.dir); err != nil {
 			return err

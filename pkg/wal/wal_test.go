@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/adclick/adclick/pkg/diskfile"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
@@ -63,6 +65,17 @@ func wantPayloads(t *testing.T, got [][]byte, n int) {
 }
 
 func TestRoundTripAcrossSegments(t *testing.T) {
+	for _, direct := range []bool{true, false} {
+		t.Run(fmt.Sprintf("direct=%v", direct), func(t *testing.T) {
+			old := writeDirect
+			writeDirect = direct
+			t.Cleanup(func() { writeDirect = old })
+			testRoundTripAcrossSegments(t)
+		})
+	}
+}
+
+func testRoundTripAcrossSegments(t *testing.T) {
 	dir := t.TempDir()
 	cfg := Config{SegmentBytes: 256}
 	w, got, _ := open(t, dir, cfg, Deps{})
@@ -371,6 +384,39 @@ func TestAbandonDropsUnsynced(t *testing.T) {
 	}
 	_, got, _ := open(t, dir, Config{}, Deps{})
 	wantPayloads(t, got, 0)
+}
+
+// TestDirectPadding: a segment written around the page cache ends in the
+// zero padding of its last block until it is finished; after a crash
+// (Abandon) the log must still end after its last record, with no torn
+// tail reported, and the padding cut.
+func TestDirectPadding(t *testing.T) {
+	dir := t.TempDir()
+	w, _, _ := open(t, dir, Config{}, Deps{})
+	var end uint64
+	for i := range 300 { // each synced: the last block is rewritten each time
+		end = appendSync(t, w, payload(i)).End
+	}
+	path := lastSegment(t, dir)
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.seg.dw == nil {
+		t.Skipf("no direct I/O in %s", dir)
+	}
+	if fi.Size()%diskfile.DirectAlign != 0 || fi.Size() <= int64(end) {
+		t.Fatalf("segment of %d bytes holding %d: want it padded to a multiple of %d", fi.Size(), end, diskfile.DirectAlign)
+	}
+	w.Abandon()
+	_, got, rec := open(t, dir, Config{}, Deps{})
+	wantPayloads(t, got, 300)
+	if rec.TornFile != "" {
+		t.Fatalf("padding reported as a torn tail: %+v", rec)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != int64(end) {
+		t.Fatalf("segment is %d bytes after recovery, want %d (padding cut)", fi.Size(), end)
+	}
 }
 
 func FuzzDecodeRecord(f *testing.F) {

@@ -89,6 +89,7 @@ type Aggregator struct {
 	wal        *wal.WAL
 	acceptedN  atomic.Uint64 // clicks accepted since start, for the load gossip
 	flushing   atomic.Bool   // Flush started: deliveries are not paced
+	frozen     atomic.Bool   // frozen for a hand-over (Freeze, until Thaw): deliveries are not paced either
 	failed     chan struct{} // closed by fail
 	failOnce   sync.Once
 

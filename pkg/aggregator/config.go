@@ -40,9 +40,14 @@ const (
 	// A reducer that does not answer within this is retried, not waited for.
 	defaultDeliverTimeout = 10 * time.Second
 	// A closing minute's partials reach a reducer within seconds without
-	// this; at 100k counts/s per reducer a busy node's minute (~1M counts)
-	// arrives in ~10 s, so the reducer's work does not take the CPU ingest
-	// needs all at once, and a backlog still drains at 6M counts a minute.
+	// a limit; spread over 30 s, a busy node's minute (~750k counts at
+	// 600k clicks/s) reaches it at 25k counts/s, so the reducer's work
+	// (about 1.6 us a count, plus its storage's flushes and compactions)
+	// does not take the CPU ingest needs all at once: at 100k counts/s,
+	// ~10 s, ingest still halved for a few seconds after each close. Half
+	// a minute keeps every minute delivered before the next one closes.
+	defaultDeliverSpread = 30 * time.Second
+	// A backlog (a reducer that was away) still drains at 6M counts a minute.
 	defaultDeliverMaxCounts = 100000
 	// Retry a failing reducer at least this often once it is back.
 	defaultDeliverBackoffMax = 2 * time.Second
@@ -76,6 +81,7 @@ type Config struct {
 	DeliverTimeout    time.Duration // deadline of one Apply call
 	DeliverBackoffMax time.Duration // cap of the retry backoff towards a failing reducer
 	DeliverMaxCounts  int           // counts per second sent to one reducer at most; negative: no limit
+	DeliverSpread     time.Duration // partials reach each reducer spread evenly over this long after they are made; negative: at once
 	WAL               wal.Config    // the write-ahead log (--wal-* flags)
 	// Hot ads (pkg/hotad): an ad above HotShare of this node's intake and
 	// HotMinRate clicks/s is split over up to HotFanoutMax aggregators by a
@@ -104,7 +110,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.PartialMaxCounts, "partial-max-counts", defaultPartialMaxCounts, "counts per partial and per Apply call, at most (keeps messages under gRPC's 4 MiB limit)")
 	fs.DurationVar(&c.DeliverTimeout, "deliver-timeout", defaultDeliverTimeout, "deadline of one Apply call to a reducer")
 	fs.DurationVar(&c.DeliverBackoffMax, "deliver-backoff-max", defaultDeliverBackoffMax, "cap of the retry backoff towards a failing reducer")
-	fs.IntVar(&c.DeliverMaxCounts, "deliver-max-counts", defaultDeliverMaxCounts, "counts per second sent to one reducer at most, so a closing minute's work reaches it spread over seconds instead of at once (-1: no limit); a shutdown flush is not limited")
+	fs.IntVar(&c.DeliverMaxCounts, "deliver-max-counts", defaultDeliverMaxCounts, "counts per second sent to one reducer at most, also when catching up (-1: no limit); a shutdown flush is not limited")
+	fs.DurationVar(&c.DeliverSpread, "deliver-spread", defaultDeliverSpread, "a closing minute's partials reach each reducer spread evenly over this long (at no fewer than 20000 counts/s), so the reducer's work does not take the CPU ingest needs all at once; negative: as fast as --deliver-max-counts allows; a shutdown flush is not spread")
 	fs.Float64Var(&c.HotShare, "hot-share", defaultHotShare, "an ad above this share of this aggregator's intake (and --hot-min-rate) is hot and gets split over several aggregators")
 	fs.Float64Var(&c.HotMinRate, "hot-min-rate", defaultHotMinRate, "clicks/s below which no ad is hot (set very high to turn splitting off)")
 	fs.IntVar(&c.HotFanoutMax, "hot-fanout-max", defaultHotFanoutMax, "aggregators a hot ad is split over, at most (at least 2)")
@@ -128,6 +135,7 @@ func (c Config) withDefaults() Config {
 	def(&c.TickInterval, defaultTickInterval)
 	def(&c.DeliverTimeout, defaultDeliverTimeout)
 	def(&c.DeliverBackoffMax, defaultDeliverBackoffMax)
+	def(&c.DeliverSpread, defaultDeliverSpread)
 	defInt(&c.DeliverBatch, defaultDeliverBatch)
 	defInt(&c.DeliverMaxCounts, defaultDeliverMaxCounts)
 	defInt(&c.MaxOutbox, defaultMaxOutbox)

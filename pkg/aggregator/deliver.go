@@ -113,7 +113,7 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 	w := wedge{m: a.m, log: log, rejected: a.m.partialsRejected.WithLabelValues(m.ID)}
 	defer w.clear()
 	maxParts := a.cfg.DeliverBatch // 1 while narrowing down to a refused partial
-	pace := pacer{rate: float64(a.cfg.DeliverMaxCounts)}
+	var pace pacer
 
 	backoff := minBackoff
 	wait := func(d time.Duration) bool {
@@ -143,6 +143,7 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 			}
 			continue
 		}
+		pendingCounts, addedAt := a.ob.pending(m.ID) // this batch included
 		req = appendApplyRequest(req[:0], a.cfg.NodeID, a.Incarnation(), batch)
 		through, err := a.apply(ctx, conn, req)
 		refused := err != nil && !through.ok && isRefusal(err)
@@ -172,7 +173,9 @@ func (a *Aggregator) send(ctx context.Context, m membership.Member) {
 				maxParts = a.cfg.DeliverBatch // past the refused one: batches again
 			}
 			backoff = minBackoff
-			if d := pace.after(countsOf(batch), time.Now()); d > 0 && !a.flushing.Load() && !wait(d) {
+			now := time.Now()
+			pace.rate = spreadRate(pendingCounts, now.Sub(addedAt), a.cfg.DeliverSpread, a.cfg.DeliverMaxCounts)
+			if d := pace.after(countsOf(batch), now); d > 0 && !a.flushing.Load() && !a.frozen.Load() && !wait(d) {
 				return
 			}
 			continue
@@ -320,6 +323,28 @@ func (p *pacer) after(n int, now time.Time) time.Duration {
 		return d - pacerBurst
 	}
 	return 0
+}
+
+// deliverMinRate is the slowest pace of a spread delivery, in counts a
+// second: a few late clicks' corrections are not spread over half a minute.
+const deliverMinRate = 20000
+
+// spreadRate is the pace, in counts a second, at which pending counts
+// reach a reducer by the end of the spread that began when partials were
+// last added (since ago): a closing minute's counts go evenly over the
+// spread, and a minute closing before the last one is through spreads
+// what remains of both over a new one. Never below deliverMinRate; past
+// the spread (a reducer that was away) as fast as allowed; never above
+// maxCounts when that is positive. 0 means no limit.
+func spreadRate(pending int, since, spread time.Duration, maxCounts int) float64 {
+	rate := 0.0 // no limit
+	if left := spread - since; spread > 0 && left > 0 {
+		rate = max(deliverMinRate, float64(pending)/left.Seconds())
+	}
+	if maxCounts > 0 && (rate == 0 || rate > float64(maxCounts)) {
+		rate = float64(maxCounts)
+	}
+	return rate
 }
 
 func countsOf(batch []encodedPartial) int {

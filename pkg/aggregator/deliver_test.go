@@ -279,3 +279,55 @@ func TestPacer(t *testing.T) {
 		t.Fatalf("no rate: wait %v, want 0", d)
 	}
 }
+
+// TestSpreadRate: a closing minute's counts are paced to reach a reducer
+// evenly over the spread, within the floor and the cap.
+func TestSpreadRate(t *testing.T) {
+	const s = 30 * time.Second
+	tests := []struct {
+		name    string
+		pending int
+		since   time.Duration
+		spread  time.Duration
+		max     int
+		want    float64
+	}{
+		{"a minute just closed", 750_000, 0, s, 100_000, 25_000},
+		{"a third of the spread gone", 500_000, 10 * time.Second, s, 100_000, 25_000},
+		{"a few corrections: the floor", 100, 0, s, 100_000, deliverMinRate},
+		{"more than the cap allows", 6_000_000, 0, s, 100_000, 100_000},
+		{"past the spread: catching up at the cap", 500_000, time.Minute, s, 100_000, 100_000},
+		{"past the spread, no cap: no limit", 500_000, time.Minute, s, -1, 0},
+		{"spreading off: the cap", 750_000, 0, -1, 100_000, 100_000},
+		{"spreading off, no cap: no limit", 750_000, 0, -1, -1, 0},
+	}
+	for _, tt := range tests {
+		if got := spreadRate(tt.pending, tt.since, tt.spread, tt.max); got != tt.want {
+			t.Errorf("%s: spreadRate(%d, %v, %v, %d) = %g, want %g", tt.name, tt.pending, tt.since, tt.spread, tt.max, got, tt.want)
+		}
+	}
+}
+
+// TestOutboxPending: the counts a reducer has yet to acknowledge.
+func TestOutboxPending(t *testing.T) {
+	ob := newOutbox(newMetrics(nil), func(uint64) {})
+	ob.setMembers([]string{"r-1", "r-2"})
+	if n, _ := ob.pending("r-1"); n != 0 {
+		t.Fatalf("empty outbox: %d pending", n)
+	}
+	before := time.Now()
+	if err := ob.add([]encodedPartial{{seq: 1, counts: 10}, {seq: 2, counts: 20}, {seq: 3, counts: 40}}); err != nil {
+		t.Fatal(err)
+	}
+	ob.ack("r-1", 2)
+	n, at := ob.pending("r-1")
+	if n != 40 || at.Before(before) {
+		t.Fatalf("r-1 acknowledged through 2: pending %d added %v, want 40 after %v", n, at, before)
+	}
+	if n, _ := ob.pending("r-2"); n != 70 {
+		t.Fatalf("r-2 acknowledged nothing: pending %d, want 70", n)
+	}
+	if n, _ := ob.pending("unknown"); n != 0 {
+		t.Fatalf("unregistered reducer: pending %d, want 0", n)
+	}
+}

@@ -115,6 +115,9 @@ func (a *Aggregator) Freeze(cutover int64) error {
 	}
 	a.handing = true
 	a.mu.Unlock()
+	// No ingest competes for the CPU any more, and the hand-over waits
+	// for every partial to be delivered: no spreading.
+	a.frozen.Store(true)
 	// Corrections accepted before the freeze leave now, with their ids.
 	return a.commit(a.clock.Now())
 }
@@ -125,6 +128,7 @@ func (a *Aggregator) Thaw() {
 	a.mu.Lock()
 	a.handing = false
 	a.mu.Unlock()
+	a.frozen.Store(false)
 }
 
 // Settled tells whether everything counted for minutes due by now is

@@ -3,6 +3,7 @@ package aggregator
 import (
 	"fmt"
 	"sync"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -17,6 +18,7 @@ type outbox struct {
 	first   uint64            // sequence of parts[0]; == next when empty
 	next    uint64            // sequence of the next partial appended
 	acked   map[string]uint64 // registered reducer -> highest sequence it acknowledged
+	addedAt time.Time         // when partials were last added
 	wakers  map[chan struct{}]struct{}
 	changed chan struct{} // closed and replaced when acks or membership change
 	m       *metrics
@@ -53,6 +55,7 @@ func (o *outbox) add(ps []encodedPartial) error {
 		o.bytes += int64(len(p.b))
 		o.next++
 	}
+	o.addedAt = time.Now()
 	o.setGaugesLocked()
 	for ch := range o.wakers {
 		select {
@@ -243,6 +246,21 @@ func (o *outbox) batch(id string, maxParts, maxCounts int) ([]encodedPartial, er
 		out = append(out, o.parts[i])
 	}
 	return out, nil
+}
+
+// pending returns the counts of the partials reducer id has not
+// acknowledged, and when partials were last added.
+func (o *outbox) pending(id string) (counts int, addedAt time.Time) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	acked, ok := o.acked[id]
+	if !ok {
+		return 0, o.addedAt
+	}
+	for i := max(0, int(acked+1)-int(o.first)); i < len(o.parts); i++ {
+		counts += o.parts[i].counts
+	}
+	return counts, o.addedAt
 }
 
 // addWaker registers a channel that receives a value (coalesced) when

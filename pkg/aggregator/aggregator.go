@@ -345,6 +345,7 @@ type scratch struct {
 	evs    [][]byte
 	fields []event.Fields // by event; the strings alias the request
 	onDisk []uint8        // by event: what lateLookups found (notLookedUp, absentOnDisk, foundOnDisk)
+	late   []int          // indexes of the late clicks, for lateLookups
 }
 
 // What lateLookups found about an event's click id in the state database.
@@ -565,7 +566,11 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 // state database: the id files and Pebble. A client catching up sends
 // hundreds of late clicks in a batch, tens of milliseconds of reads
 // (measured: 24 ms for one batch right after a minute closed, every
-// other Forward waiting behind it when they were read under the lock).
+// other Forward waiting behind it when they were read under the lock);
+// an id file's index is written around the page cache, so right after a
+// close each lookup is a read from the disk, and a batch's lookups run
+// lateReaders at a time (one after the other, a batch of 1,000 late
+// clicks waited 120-200 ms for its acknowledgement at 50k clicks/s).
 // It records what it found in sc.onDisk and returns commitsDone as it was
 // before the first read; Forward trusts an "absent" only if no commit
 // finished since, and looks the id up again under the lock otherwise.
@@ -574,27 +579,67 @@ func (a *Aggregator) lateLookups(sc *scratch, resp *clusterv1.ForwardResponse) u
 	sc.onDisk = slices.Grow(sc.onDisk[:0], len(sc.fields))[:len(sc.fields)]
 	clear(sc.onDisk)
 	next := a.nextMinute.Load()
+	late := sc.late[:0]
 	for i := range sc.fields {
 		if resp.Status[i] != clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
 			continue
 		}
 		ev := &sc.fields[i]
-		minute := clock.Minute(time.Unix(ev.Seconds, int64(ev.Nanos)))
-		if minute >= next {
-			continue
+		if clock.Minute(time.Unix(ev.Seconds, int64(ev.Nanos))) < next {
+			late = append(late, i)
 		}
-		dup, err := a.store.Seen(minute, ev.ClickID)
+	}
+	sc.late = late
+	if len(late) == 0 {
+		return looked
+	}
+	lookup := func(i int) bool {
+		ev := &sc.fields[i]
+		dup, err := a.store.Seen(clock.Minute(time.Unix(ev.Seconds, int64(ev.Nanos))), ev.ClickID)
 		if err != nil {
-			continue // looked up again under the lock, where a failure stops the node
+			return false // looked up again under the lock, where a failure stops the node
 		}
 		sc.onDisk[i] = absentOnDisk
 		if dup {
 			sc.onDisk[i] = foundOnDisk
 		}
-		a.m.lateLookups.Inc()
+		return true
 	}
+	readers := min(lateReaders, (len(late)+lateReadsEach-1)/lateReadsEach)
+	if readers == 1 {
+		n := 0
+		for _, i := range late {
+			if lookup(i) {
+				n++
+			}
+		}
+		a.m.lateLookups.Add(float64(n))
+		return looked
+	}
+	var taken, found atomic.Int64 // lookups taken by a reader; done
+	var wg sync.WaitGroup
+	for range readers {
+		wg.Go(func() {
+			n := int64(0)
+			for k := taken.Add(1) - 1; k < int64(len(late)); k = taken.Add(1) - 1 {
+				if lookup(late[k]) {
+					n++
+				}
+			}
+			found.Add(n)
+		})
+	}
+	wg.Wait()
+	a.m.lateLookups.Add(float64(found.Load()))
 	return looked
 }
+
+// A batch's late lookups run on up to lateReaders goroutines, one per
+// lateReadsEach lookups: a few late clicks are looked up by one.
+const (
+	lateReaders   = 16
+	lateReadsEach = 8
+)
 
 // maxRecordPart is the size at which Forward ends a log record and starts
 // another for the rest of the batch: well under wal.MaxRecordBytes.

@@ -237,6 +237,69 @@ func TestLateClicks(t *testing.T) {
 	}
 }
 
+// TestManyLateClicks: a batch of late clicks of a closed minute, many
+// enough to be looked up on several goroutines, half of them retries of
+// clicks the minute counted (now only in its id file), half new: the
+// retries are duplicates, the new ones become one correction, and every
+// one was looked up on disk.
+func TestManyLateClicks(t *testing.T) {
+	env := newTestAggregator(t, start, nil, nil)
+	a := env.agg
+	first := a.FirstMinute()
+	at := clock.MinuteTime(first).Add(time.Second)
+	var on []*adclickv1.ClickEvent
+	for i := range 300 {
+		on = append(on, click(fmt.Sprintf("on-%d", i), fmt.Sprintf("ad-%d", i%5), at))
+	}
+	forward(t, a, on...)
+	env.clk.Set(clock.MinuteTime(first).Add(time.Minute + 15*time.Second))
+	if err := a.tick(); err != nil {
+		t.Fatal(err)
+	}
+	lookups := counterValue(t, a.m.lateLookups)
+	var batch []*adclickv1.ClickEvent
+	for i := range 100 {
+		batch = append(batch, on[100+i], click(fmt.Sprintf("late-%d", i), fmt.Sprintf("ad-%d", i%4), at))
+	}
+	resp := forward(t, a, batch...)
+	for i, st := range resp.Status {
+		want := clusterv1.EventStatus_EVENT_STATUS_ACCEPTED
+		if i%2 == 0 {
+			want = clusterv1.EventStatus_EVENT_STATUS_DUPLICATE
+		}
+		if st != want {
+			t.Fatalf("event %d (%s): status %v, want %v", i, batch[i].ClickId, st, want)
+		}
+	}
+	if got := counterValue(t, a.m.lateLookups) - lookups; got != 200 {
+		t.Errorf("%v late lookups, want 200", got)
+	}
+	if err := a.tick(); err != nil {
+		t.Fatal(err)
+	}
+	a.ob.mu.Lock()
+	defer a.ob.mu.Unlock()
+	corrections := map[string]int64{}
+	for _, e := range a.ob.parts {
+		p, err := e.message()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ClosesMinute {
+			continue
+		}
+		for _, c := range p.Counts {
+			if c.Filter == 0 {
+				corrections[c.AdId] += c.Count
+			}
+		}
+	}
+	want := map[string]int64{"ad-0": 25, "ad-1": 25, "ad-2": 25, "ad-3": 25}
+	if !maps.Equal(corrections, want) {
+		t.Fatalf("corrections %v, want %v", corrections, want)
+	}
+}
+
 // TestHorizonForgets: as the clock moves on, ids of minutes that leave the
 // late horizon are forgotten and their clicks rejected, never counted twice.
 func TestHorizonForgets(t *testing.T) {

@@ -16,7 +16,11 @@ import (
 // system CPU per GiB written, against 0.17 s direct). A direct segment's
 // last block is written padded with zeros and rewritten, completed, by
 // the next write; finish cuts the padding once the segment is complete.
-// A segment left padded by a crash is read back correctly (replaySegment).
+// The rewrite repeats the block's earlier bytes unchanged, so a write of
+// it torn by a power loss can only lose what it adds, which nothing has
+// acknowledged yet (as when the kernel writes back a page of a buffered
+// file). A segment left padded by a crash is read back correctly
+// (replaySegment).
 type segment struct {
 	f  *os.File               // the buffered descriptor; nil when direct
 	dw *diskfile.DirectWriter // nil when buffered

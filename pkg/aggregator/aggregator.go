@@ -605,31 +605,25 @@ func (a *Aggregator) lateLookups(sc *scratch, resp *clusterv1.ForwardResponse) u
 		}
 		return true
 	}
-	readers := min(lateReaders, (len(late)+lateReadsEach-1)/lateReadsEach)
-	if readers == 1 {
-		n := 0
-		for _, i := range late {
-			if lookup(i) {
+	var taken, found atomic.Int64 // lookups taken by a reader; done
+	read := func() {
+		n := int64(0)
+		for k := taken.Add(1) - 1; k < int64(len(late)); k = taken.Add(1) - 1 {
+			if lookup(late[k]) {
 				n++
 			}
 		}
-		a.m.lateLookups.Add(float64(n))
-		return looked
+		found.Add(n)
 	}
-	var taken, found atomic.Int64 // lookups taken by a reader; done
-	var wg sync.WaitGroup
-	for range readers {
-		wg.Go(func() {
-			n := int64(0)
-			for k := taken.Add(1) - 1; k < int64(len(late)); k = taken.Add(1) - 1 {
-				if lookup(late[k]) {
-					n++
-				}
-			}
-			found.Add(n)
-		})
+	if readers := min(lateReaders, (len(late)+lateReadsEach-1)/lateReadsEach); readers == 1 {
+		read()
+	} else {
+		var wg sync.WaitGroup
+		for range readers {
+			wg.Go(read)
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	a.m.lateLookups.Add(float64(found.Load()))
 	return looked
 }

@@ -99,13 +99,15 @@ type Aggregator struct {
 	// mu guards the counting state below; Forward holds it once per batch,
 	// so dedup, counting and the log append are one atomic step. A commit
 	// holds it only to take closed minutes out and to install the result.
-	mu      sync.Mutex
-	seen    *dedup.Set // ids of open minutes and of late clicks not yet durable
-	counter *window.Counter
-	meta    aggstate.Meta       // as last committed
-	horizon int64               // minutes before this are rejected and forgotten; never decreases
-	segs    map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
-	commits uint64              // state commits done
+	mu   sync.Mutex
+	seen *dedup.Set // ids of open minutes and of late clicks not yet durable
+	// prefetched sums what seen.Prefetch read, only so that the reads stay.
+	prefetched uint64
+	counter    *window.Counter
+	meta       aggstate.Meta       // as last committed
+	horizon    int64               // minutes before this are rejected and forgotten; never decreases
+	segs       map[uint64]*segInfo // what log segments hold that is not yet durable elsewhere
+	commits    uint64              // state commits done
 	// commitsStarted counts commits whose set of click ids is fixed: a late
 	// click appended after that is in a later commit.
 	commitsStarted uint64
@@ -344,6 +346,7 @@ func (a *Aggregator) Register(s grpc.ServiceRegistrar) {
 type scratch struct {
 	evs    [][]byte
 	fields []event.Fields // by event; the strings alias the request
+	hashes []uint64       // by event: dedup.HashID of its click id
 	onDisk []uint8        // by event: what lateLookups found (notLookedUp, absentOnDisk, foundOnDisk)
 	late   []int          // indexes of the late clicks, for lateLookups
 }
@@ -382,6 +385,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 	}
 	began := time.Now()
 	sc.fields = slices.Grow(sc.fields[:0], len(evs))[:len(evs)]
+	sc.hashes = slices.Grow(sc.hashes[:0], len(evs))[:len(evs)]
 	var rejected int
 	for i, ev := range evs {
 		reason := "event could not be encoded"
@@ -395,7 +399,9 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_REJECTED
 			a.reject(resp, i, reason+"; not counted")
 			rejected++
+			continue
 		}
+		sc.hashes[i] = dedup.HashID(sc.fields[i].ClickID) // here, not under the lock
 	}
 	now := a.clock.Now()
 	futureEnd := now.Add(futureLimit)
@@ -436,6 +442,14 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 	absentValid := a.commitsDone.Load() == looked
 	rec := startRecord(a.rec)
 	var prev, maxMinute int64
+	// Bring every click's first index slot into the cache before any is
+	// added: the reads overlap here, where in the loop below each would
+	// wait for the last (see dedup.Set.Prefetch).
+	for i := range sc.fields {
+		if resp.Status[i] == clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
+			a.prefetched += a.seen.Prefetch(clock.MinuteOfUnix(sc.fields[i].Seconds), sc.hashes[i])
+		}
+	}
 	for i := range sc.fields {
 		if resp.Status[i] != clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
 			continue // did not decode
@@ -486,7 +500,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 				continue
 			}
 		}
-		if !a.seen.Add(minute, id) {
+		if !a.seen.AddHashed(minute, id, sc.hashes[i]) {
 			resp.Status[i] = clusterv1.EventStatus_EVENT_STATUS_DUPLICATE
 			dups++
 			continue

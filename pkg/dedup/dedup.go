@@ -44,7 +44,14 @@ func NewSpilling(dir string) *Set {
 // false when id was already remembered for that minute. A retry of a click
 // carries the same click_time, hence the same minute, so one minute's bucket
 // is the only place a duplicate can be.
-func (s *Set) Add(minute int64, id string) bool {
+func (s *Set) Add(minute int64, id string) bool { return s.AddHashed(minute, id, hashID(id)) }
+
+// HashID is the hash of id that AddHashed and Prefetch take: computed
+// once per click, and where the caller likes (outside its lock).
+func HashID(id string) uint64 { return hashID(id) }
+
+// AddHashed is Add with id's hash (HashID) already computed.
+func (s *Set) AddHashed(minute int64, id string, h uint64) bool {
 	b := s.last
 	if b == nil || minute != s.lastMinute {
 		b = s.minutes[minute]
@@ -54,11 +61,34 @@ func (s *Set) Add(minute int64, id string) bool {
 		}
 		s.last, s.lastMinute = b, minute
 	}
-	if !b.add(id) {
+	if !b.add(id, h) {
 		return false
 	}
 	s.n++
 	return true
+}
+
+// Prefetch reads the index slot where an AddHashed of hash h under minute
+// will start probing, so that the add finds it in the CPU cache. A busy
+// minute's index is hundreds of MB, so nearly every add's first slot read
+// misses the cache (and the TLB): one after another, those misses were a
+// fifth of an aggregator's CPU at full speed. Prefetching a whole batch
+// first lets the misses overlap, as nothing in one read waits for another.
+// It returns the slot read so that the read is not optimized away; the
+// caller sums the results somewhere that outlives the call. It changes
+// nothing and is exact to skip.
+func (s *Set) Prefetch(minute int64, h uint64) uint64 {
+	b := s.last
+	if b == nil || minute != s.lastMinute {
+		if b = s.minutes[minute]; b == nil {
+			return 0
+		}
+	}
+	sh := &b.shards[h>>(64-shardBits)]
+	if len(sh.slots) == 0 {
+		return 0
+	}
+	return sh.slots[home(uint32(h>>(64-shardBits-32)), tableBits(len(sh.slots)))]
 }
 
 // Has reports whether id is remembered under minute.
@@ -237,19 +267,20 @@ func newBucket(minute int64, dir string, box *errBox) *bucket {
 }
 
 // split returns the shard index, the tag, of an id's hash.
-func split(id string) (int, uint32) {
-	h := hashID(id)
+func split(id string) (int, uint32) { return splitHash(hashID(id)) }
+
+func splitHash(h uint64) (int, uint32) {
 	return int(h >> (64 - shardBits)), uint32(h >> (64 - shardBits - 32))
 }
 
 // home is where a tag's probe starts in a table of 2^bits slots.
 func home(tag uint32, bits int) uint64 { return uint64(tag) >> (32 - bits) }
 
-func (b *bucket) add(id string) bool {
+func (b *bucket) add(id string, h uint64) bool {
 	if len(id) > maxArenaID {
 		return b.addOverflow(id)
 	}
-	si, tag := split(id)
+	si, tag := splitHash(h)
 	s := &b.shards[si]
 	if s.n >= s.limit {
 		b.slotMem -= int64(len(s.slots)) * 8

@@ -254,7 +254,7 @@ func TestGrowthStaggered(t *testing.T) {
 	left := nShards
 	for i := 0; left > 0; i++ {
 		id := uuidLike(i)
-		if !b.add(id) {
+		if !b.add(id, hashID(id)) {
 			t.Fatalf("id %d reported as a duplicate", i)
 		}
 		si, _ := split(id)
@@ -271,5 +271,36 @@ func TestGrowthStaggered(t *testing.T) {
 	t.Logf("shards doubled to %d slots between %d and %d ids", 2*size, lo, hi)
 	if spread := float64(hi-lo) / float64(hi); spread < 0.25 {
 		t.Errorf("shards doubled within %.0f%% of each other (%d to %d ids): growth is not staggered", 100*spread, lo, hi)
+	}
+}
+
+// TestPrefetch: Prefetch reads the slot an add of the same hash starts
+// from (occupied once the id is in: linear probing puts it there or past
+// it), for a minute it never creates, and AddHashed is Add.
+func TestPrefetch(t *testing.T) {
+	s := New()
+	if v := s.Prefetch(60, HashID("a")); v != 0 {
+		t.Fatalf("Prefetch on an empty set = %#x, want 0", v)
+	}
+	if s.Minutes() != 0 {
+		t.Fatalf("Prefetch created a minute")
+	}
+	for i := range 5000 {
+		id := uuidLike(i)
+		if !s.AddHashed(60, id, HashID(id)) {
+			t.Fatalf("id %d reported as a duplicate", i)
+		}
+	}
+	for i := range 5000 {
+		id := uuidLike(i)
+		if s.Prefetch(60, HashID(id)) == 0 {
+			t.Fatalf("Prefetch of added id %d read an empty slot", i)
+		}
+		if s.Add(60, id) || s.AddHashed(60, id, HashID(id)) {
+			t.Fatalf("id %d added twice", i)
+		}
+	}
+	if v := s.Prefetch(120, HashID(uuidLike(1))); v != 0 || s.Minutes() != 1 {
+		t.Fatalf("Prefetch of another minute = %#x with %d minutes, want 0 and 1", v, s.Minutes())
 	}
 }

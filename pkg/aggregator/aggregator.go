@@ -737,8 +737,15 @@ func (a *Aggregator) advanceHorizonLocked(now time.Time) {
 // tick closes due minutes and makes them, the pending corrections and
 // their click ids durable, then hands them to the outbox.
 func (a *Aggregator) tick() error {
+	dedup.ReleaseIdle(tableIdle)
 	return a.commit(a.clock.Now())
 }
+
+// tableIdle is how long memory that dedup tables freed stays mapped for
+// the next tables: a closed minute's tables are freed seconds after its
+// close and the next minute's index grows into them over the minute, so
+// two minutes keep the memory while clicks flow and let it go once they stop.
+const tableIdle = 2 * time.Minute
 
 // commit closes the minutes due at now and makes durable, in order: the
 // click ids of the closed minutes (their id files) and of the pending

@@ -101,7 +101,7 @@ type Aggregator struct {
 	// holds it only to take closed minutes out and to install the result.
 	mu   sync.Mutex
 	seen *dedup.Set // ids of open minutes and of late clicks not yet durable
-	// prefetched sums what seen.Prefetch read, only so that the reads stay.
+	// prefetched sums what the prefetches read, only so that the reads stay.
 	prefetched uint64
 	counter    *window.Counter
 	meta       aggstate.Meta       // as last committed
@@ -347,6 +347,7 @@ type scratch struct {
 	evs    [][]byte
 	fields []event.Fields // by event; the strings alias the request
 	hashes []uint64       // by event: dedup.HashID of its click id
+	adHash []uint64       // by event: window.HashAd of its ad
 	onDisk []uint8        // by event: what lateLookups found (notLookedUp, absentOnDisk, foundOnDisk)
 	late   []int          // indexes of the late clicks, for lateLookups
 }
@@ -386,6 +387,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 	began := time.Now()
 	sc.fields = slices.Grow(sc.fields[:0], len(evs))[:len(evs)]
 	sc.hashes = slices.Grow(sc.hashes[:0], len(evs))[:len(evs)]
+	sc.adHash = slices.Grow(sc.adHash[:0], len(evs))[:len(evs)]
 	var rejected int
 	for i, ev := range evs {
 		reason := "event could not be encoded"
@@ -401,7 +403,9 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 			rejected++
 			continue
 		}
-		sc.hashes[i] = dedup.HashID(sc.fields[i].ClickID) // here, not under the lock
+		// Hashed here, not under the lock.
+		sc.hashes[i] = dedup.HashID(sc.fields[i].ClickID)
+		sc.adHash[i] = window.HashAd(sc.fields[i].AdID)
 	}
 	now := a.clock.Now()
 	futureEnd := now.Add(futureLimit)
@@ -442,14 +446,24 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 	absentValid := a.commitsDone.Load() == looked
 	rec := startRecord(a.rec)
 	var prev, maxMinute int64
-	// Bring every click's first index slot into the cache before any is
-	// added: the reads overlap here, where in the loop below each would
-	// wait for the last (see dedup.Set.Prefetch).
+	// Bring what every click's dedup and count will read into the cache
+	// before any is added: the reads overlap here, where in the loop below
+	// each would wait for the last (see dedup.Set.Prefetch and
+	// window.Counter.PrefetchIndex). The second pass reads the counts'
+	// rows, which the first pass's index slots lead to.
+	var sink uint64
 	for i := range sc.fields {
 		if resp.Status[i] == clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
-			a.prefetched += a.seen.Prefetch(clock.MinuteOfUnix(sc.fields[i].Seconds), sc.hashes[i])
+			m := clock.MinuteOfUnix(sc.fields[i].Seconds)
+			sink += a.seen.Prefetch(m, sc.hashes[i]) + a.counter.PrefetchIndex(m, sc.adHash[i])
 		}
 	}
+	for i := range sc.fields {
+		if resp.Status[i] == clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
+			sink += a.counter.PrefetchRow(clock.MinuteOfUnix(sc.fields[i].Seconds), sc.adHash[i])
+		}
+	}
+	a.prefetched += sink
 	for i := range sc.fields {
 		if resp.Status[i] != clusterv1.EventStatus_EVENT_STATUS_ACCEPTED {
 			continue // did not decode
@@ -515,7 +529,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 			}
 			a.fids = set.AppendMatching(a.fids, &a.click, minute)
 		}
-		if a.counter.Add(minute, ev.AdID, a.fids) {
+		if a.counter.AddHashed(minute, ev.AdID, sc.adHash[i], a.fids) {
 			late++
 		}
 		rec = appendClick(rec, prev, minute, id, ev.AdID, a.fids)

@@ -346,3 +346,93 @@ func TestEachPartial(t *testing.T) {
 		}
 	}
 }
+
+// TestIndexCollisions gives every ad of a minute the same hash (and then
+// one of two): the index must stay exact, ads told apart by their bytes.
+func TestIndexCollisions(t *testing.T) {
+	for _, hash := range []func(i int) uint64{
+		func(int) uint64 { return 42 },
+		func(i int) uint64 { return uint64(i%2) << 40 },
+	} {
+		c := New(minuteOf(base), lateness, 1<<20)
+		m := minuteOf(base)
+		want := map[Key]int64{}
+		for round := range 3 {
+			for i := range 300 {
+				if i%(round+1) != 0 {
+					continue
+				}
+				ad := fmt.Sprint("ad-", i)
+				c.AddHashed(m, ad, hash(i), nil)
+				want[Key{Ad: ad}]++
+			}
+		}
+		got := map[int64]map[Key]int64{}
+		var closed []int64
+		sum(t, c.Close(base.Add(time.Minute+lateness)), got, &closed)
+		if !maps.Equal(got[m], want) {
+			t.Fatalf("colliding ads: %d keys counted, want %d", len(got[m]), len(want))
+		}
+	}
+}
+
+// TestAddAfterTake: a minute taken out (closed, or its corrections) must
+// not keep receiving clicks through the Counter's last-minute shortcut:
+// the click after the take is a correction of its own.
+func TestAddAfterTake(t *testing.T) {
+	m := minuteOf(base)
+	c := New(m, lateness, 1000)
+	c.Add(m, "ad-1", nil)
+	taken := c.TakeDue(base.Add(time.Minute + lateness))
+	if len(taken) != 1 {
+		t.Fatalf("took %d minutes, want 1", len(taken))
+	}
+	if late := c.Add(m, "ad-1", nil); !late {
+		t.Fatal("a click of a closed minute is not late")
+	}
+	got := map[int64]map[Key]int64{}
+	var closed []int64
+	sum(t, taken[0].Partials(), got, &closed)
+	if got[m][Key{Ad: "ad-1"}] != 1 {
+		t.Fatalf("closed minute counted %d, want 1", got[m][Key{Ad: "ad-1"}])
+	}
+	corr := c.TakeCorrections()
+	c.Add(m, "ad-1", nil)
+	next := c.TakeCorrections()
+	if len(corr) != 1 || len(next) != 1 || corr[0].cs == next[0].cs {
+		t.Fatalf("corrections taken twice share counts or are missing: %d, %d", len(corr), len(next))
+	}
+	for _, tk := range [][]Taken{corr, next} {
+		got := map[int64]map[Key]int64{}
+		var none []int64
+		sum(t, tk[0].Partials(), got, &none)
+		if got[m][Key{Ad: "ad-1"}] != 1 {
+			t.Fatalf("correction counted %d, want 1", got[m][Key{Ad: "ad-1"}])
+		}
+	}
+}
+
+// TestPrefetch: the prefetches read a known ad's slot and row, read
+// nothing for a minute without counts, and create no minute.
+func TestPrefetch(t *testing.T) {
+	m := minuteOf(base)
+	c := New(m, lateness, 1000)
+	if c.PrefetchIndex(m, HashAd("ad-1")) != 0 || c.PrefetchRow(m, HashAd("ad-1")) != 0 || c.OpenMinutes() != 0 {
+		t.Fatal("prefetch on an empty counter read something or created a minute")
+	}
+	for i := range 1000 {
+		c.Add(m, fmt.Sprint("ad-", i), nil)
+	}
+	for i := range 1000 {
+		h := HashAd(fmt.Sprint("ad-", i))
+		if c.PrefetchIndex(m, h) == 0 {
+			t.Fatalf("ad %d: index slot read empty", i)
+		}
+		if c.PrefetchRow(m, h) == 0 {
+			t.Fatalf("ad %d: no row read", i)
+		}
+	}
+	if c.PrefetchIndex(m+60, HashAd("ad-1")) != 0 || c.OpenMinutes() != 1 {
+		t.Fatal("prefetch of another minute read something or created it")
+	}
+}

@@ -4,6 +4,7 @@ package dedup
 
 import (
 	"math/bits"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -69,8 +70,15 @@ const (
 	regionBytes = 32 << 20 // what the pool maps at a time: 16 huge pages
 	minBlock    = 64 << 10 // the smallest block handed out
 	maxOrder    = 9        // regionBytes == minBlock << maxOrder
-	madvHuge    = 14       // MADV_HUGEPAGE (Linux); elsewhere the advice fails, harmlessly
+	madvHuge    = 14       // MADV_HUGEPAGE on Linux
 )
+
+// adviseHuge asks for transparent huge pages where the system has them.
+func adviseHuge(b []byte) {
+	if runtime.GOOS == "linux" {
+		_ = syscall.Madvise(b, madvHuge) // fails harmlessly where THP is off
+	}
+}
 
 // tablePool is a buddy allocator of power-of-two blocks (64 KiB to
 // 32 MiB) over regions mapped anonymously. A freed block merges with its
@@ -120,7 +128,7 @@ func (p *tablePool) alloc(size int) unsafe.Pointer {
 		if err != nil {
 			return nil
 		}
-		_ = syscall.Madvise(b, madvHuge)
+		adviseHuge(b)
 		p.mu.Lock()
 		p.mapped += int64(size)
 		p.inUse += int64(size)
@@ -230,7 +238,7 @@ func (p *tablePool) mapRegion() (uintptr, bool) {
 		_ = syscall.Munmap(tail)
 	}
 	mem := b[int(base-start) : int(base-start)+regionBytes]
-	_ = syscall.Madvise(mem, madvHuge)
+	adviseHuge(mem)
 	p.regions[base] = &region{mem: mem}
 	p.mapped += regionBytes
 	return base, true

@@ -4,7 +4,6 @@ package dedup
 
 import (
 	"math/bits"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -17,20 +16,23 @@ import (
 // scavenger returns it. Every reference to a table is under its owner's
 // lock (Set, Frozen), and a table is freed only once nothing can reach it.
 //
-// They come from a pool (tablePool) rather than one mapping each, for two
-// reasons measured at full speed on a 2-vCPU VM:
-//   - first touch: a fresh page costs a fault (~12 µs per 4 KiB there), and
-//     a minute's tables are faulted in about twice over as shards double:
-//     growing was 3 of 35 CPU-s of a 30 s profile, nearly all of it the
-//     first write to a new table. The pool hands a closed minute's freed
-//     memory to the next minute's growth, cleared in user space (a memclr,
-//     ~50 µs a MiB) instead of faulted again.
-//   - huge pages: the pool maps 32 MiB regions aligned to themselves and
-//     asks for transparent huge pages (MADV_HUGEPAGE), so random probes into
-//     hundreds of MB walk far fewer page-table levels (dependent reads
-//     ~190 ns instead of ~230 ns there) and a fresh region faults 2 MiB at a
-//     time. Tables are at most 1 MiB each, too small for a huge page of
-//     their own.
+// They come from a pool (tablePool) rather than one mapping each: a
+// fresh page costs a fault (~12 µs per 4 KiB on the 2-vCPU VM of
+// BENCH.md), and a minute's tables are faulted in about twice over as
+// shards double: growing was 3 of 35 CPU-s of a 30 s profile at full
+// speed, nearly all of it the first write to a new table. The pool hands
+// the memory a minute's tables free (the smaller tables a shard outgrows,
+// then the whole index once the minute's id file is written) to later
+// growth, cleared in user space (a memclr, ~50 µs a MiB) instead of
+// faulted again. The price is memory: what was freed stays mapped until
+// something of its size is needed, which at full speed added ~150 MiB to
+// the peak RSS of `adclick dev` (1,470 MiB against 1,319 without the pool,
+// 180 s at 600k clicks/s, allowed lateness 15 s), for 7 % less CPU and
+// 605k instead of 544k clicks/s.
+//
+// Transparent huge pages (MADV_HUGEPAGE on the regions) were tried: random
+// reads got ~15 % faster in a test program, but peak RSS rose another
+// 46 MiB (2 MiB pages are resident whole), so they are not asked for.
 
 // mmapSlotsFrom is the table size (in slots, 64 KiB) from which tables
 // come from the pool; smaller ones stay on the heap. A variable for tests.
@@ -62,23 +64,11 @@ func freeSlots(s []uint64) {
 // cluster whose load stopped gives its index memory back.
 func ReleaseIdle(idle time.Duration) { tables.releaseIdle(time.Now(), idle) }
 
-// PoolBytes returns the bytes the table pool has mapped and, of those,
-// how many tables hold.
-func PoolBytes() (mapped, inUse int64) { return tables.stats() }
-
 const (
-	regionBytes = 32 << 20 // what the pool maps at a time: 16 huge pages
+	regionBytes = 32 << 20 // what the pool maps at a time
 	minBlock    = 64 << 10 // the smallest block handed out
 	maxOrder    = 9        // regionBytes == minBlock << maxOrder
-	madvHuge    = 14       // MADV_HUGEPAGE on Linux
 )
-
-// adviseHuge asks for transparent huge pages where the system has them.
-func adviseHuge(b []byte) {
-	if runtime.GOOS == "linux" {
-		_ = syscall.Madvise(b, madvHuge) // fails harmlessly where THP is off
-	}
-}
 
 // tablePool is a buddy allocator of power-of-two blocks (64 KiB to
 // 32 MiB) over regions mapped anonymously. A freed block merges with its
@@ -128,7 +118,6 @@ func (p *tablePool) alloc(size int) unsafe.Pointer {
 		if err != nil {
 			return nil
 		}
-		adviseHuge(b)
 		p.mu.Lock()
 		p.mapped += int64(size)
 		p.inUse += int64(size)
@@ -222,7 +211,7 @@ func (p *tablePool) remove(addr uintptr) {
 }
 
 // mapRegion maps a region aligned to its size (so a block's buddy is found
-// by address) and advises huge pages for it.
+// by address).
 func (p *tablePool) mapRegion() (uintptr, bool) {
 	b, err := syscall.Mmap(-1, 0, 2*regionBytes, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
@@ -238,7 +227,6 @@ func (p *tablePool) mapRegion() (uintptr, bool) {
 		_ = syscall.Munmap(tail)
 	}
 	mem := b[int(base-start) : int(base-start)+regionBytes]
-	adviseHuge(mem)
 	p.regions[base] = &region{mem: mem}
 	p.mapped += regionBytes
 	return base, true

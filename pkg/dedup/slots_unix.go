@@ -4,6 +4,7 @@ package dedup
 
 import (
 	"math/bits"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -37,6 +38,14 @@ import (
 // mmapSlotsFrom is the table size (in slots, 64 KiB) from which tables
 // come from the pool; smaller ones stay on the heap. A variable for tests.
 var mmapSlotsFrom = 8192
+
+// keepFree is how much freed table memory the pool keeps resident for
+// reuse; what is freed beyond it is given back at once (and faulted in
+// again when reused). It bounds what the pool adds to the memory that
+// --max-open-id-bytes bounds: at full speed, the tables a minute's shards
+// outgrow (freed as they double, reusable only by the next minute) came
+// to ~190 MiB at the end of the minute. A variable for tests.
+var keepFree int64 = 128 << 20
 
 // tables is the process's pool: every Set allocates from it.
 var tables = newTablePool()
@@ -84,6 +93,8 @@ type tablePool struct {
 	regions map[uintptr]*region     // mapped regions by base address
 	mapped  int64
 	inUse   int64
+	dirty   int64 // bytes of free blocks written since mapped or given back (resident)
+	keep    int64 // dirty beyond this is given back as blocks are freed
 }
 
 type region struct {
@@ -98,7 +109,7 @@ type freeBlock struct {
 }
 
 func newTablePool() *tablePool {
-	return &tablePool{blocks: make(map[uintptr]freeBlock), regions: make(map[uintptr]*region)}
+	return &tablePool{blocks: make(map[uintptr]freeBlock), regions: make(map[uintptr]*region), keep: keepFree}
 }
 
 // orderOf is the order of the smallest block of at least size bytes.
@@ -185,7 +196,17 @@ func (p *tablePool) free(ptr unsafe.Pointer, size int) {
 		addr = min(addr, buddy)
 		k++
 	}
-	p.insert(addr, k, false)
+	clean := false
+	if p.dirty+int64(minBlock)<<k > p.keep {
+		// Over the budget: give the pages back. The block stays mapped
+		// and, on Linux, reads as zeros until written again.
+		r := p.regions[addr&^(regionBytes-1)]
+		off := int(addr & (regionBytes - 1))
+		if syscall.Madvise(r.mem[off:off+minBlock<<k], syscall.MADV_DONTNEED) == nil {
+			clean = runtime.GOOS == "linux"
+		}
+	}
+	p.insert(addr, k, clean)
 	if k == maxOrder {
 		p.regions[addr].freeSince = time.Now()
 	}
@@ -194,6 +215,9 @@ func (p *tablePool) free(ptr unsafe.Pointer, size int) {
 func (p *tablePool) insert(addr uintptr, k int, clean bool) {
 	p.blocks[addr] = freeBlock{order: int8(k), clean: clean, at: len(p.lists[k])}
 	p.lists[k] = append(p.lists[k], addr)
+	if !clean {
+		p.dirty += int64(minBlock) << k
+	}
 }
 
 func (p *tablePool) remove(addr uintptr) {
@@ -208,6 +232,9 @@ func (p *tablePool) remove(addr uintptr) {
 	}
 	p.lists[fb.order] = l[:len(l)-1]
 	delete(p.blocks, addr)
+	if !fb.clean {
+		p.dirty -= int64(minBlock) << fb.order
+	}
 }
 
 // mapRegion maps a region aligned to its size (so a block's buddy is found

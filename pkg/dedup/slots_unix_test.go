@@ -147,3 +147,41 @@ func TestTablePoolReuse(t *testing.T) {
 		t.Fatalf("mapped %d, in use %d after freeing all and releasing; want 0, 0", m, inUse)
 	}
 }
+
+// TestTablePoolKeep: freed memory beyond the pool's budget is given back
+// as it is freed, so what the pool keeps resident stays within the
+// budget, and a block given back still comes zeroed when handed out.
+func TestTablePoolKeep(t *testing.T) {
+	p := newTablePool()
+	p.keep = 3 * minBlock
+	var held []unsafe.Pointer
+	for range 8 {
+		ptr := p.alloc(minBlock)
+		b := unsafe.Slice((*uint64)(ptr), minBlock/8)
+		for i := range b {
+			b[i] = 0xdead
+		}
+		held = append(held, ptr)
+	}
+	// Free every other block first, so that no two freed blocks merge.
+	for i := 0; i < len(held); i += 2 {
+		p.free(held[i], minBlock)
+		if p.dirty > p.keep {
+			t.Fatalf("after freeing block %d the pool keeps %d bytes resident, over its budget of %d", i, p.dirty, p.keep)
+		}
+	}
+	if p.dirty != 3*minBlock {
+		t.Fatalf("pool keeps %d bytes resident, want its budget of %d filled", p.dirty, 3*minBlock)
+	}
+	for range 4 {
+		b := unsafe.Slice((*uint64)(p.alloc(minBlock)), minBlock/8)
+		for i, v := range b {
+			if v != 0 {
+				t.Fatalf("reused block has %#x at word %d: not zeroed", v, i)
+			}
+		}
+	}
+	if p.dirty != 0 {
+		t.Fatalf("all freed blocks taken again, yet %d bytes counted resident and free", p.dirty)
+	}
+}

@@ -25,11 +25,12 @@ import (
 // the memory a minute's tables free (the smaller tables a shard outgrows,
 // then the whole index once the minute's id file is written) to later
 // growth, cleared in user space (a memclr, ~50 µs a MiB) instead of
-// faulted again. The price is memory: what was freed stays mapped until
-// something of its size is needed, which at full speed added ~150 MiB to
-// the peak RSS of `adclick dev` (1,470 MiB against 1,319 without the pool,
-// 180 s at 600k clicks/s, allowed lateness 15 s), for 7 % less CPU and
-// 605k instead of 544k clicks/s.
+// faulted again. The price is memory: what was freed stays resident until
+// something of its size is needed, up to keepFree; at full speed the pool
+// added ~130–150 MiB to the peak RSS of `adclick dev` (1,449 MiB with
+// the budget, 1,470 without, against 1,319 without the pool; 180 s at
+// ~600k clicks/s, allowed lateness 15 s), for 7 % less CPU and 605–612k
+// instead of 544k clicks/s.
 //
 // Transparent huge pages (MADV_HUGEPAGE on the regions) were tried: random
 // reads got ~15 % faster in a test program, but peak RSS rose another

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"maps"
+	"math/bits"
 	"slices"
 	"strings"
 	"unsafe"
@@ -327,15 +328,7 @@ func (b *bucket) has(id string) bool {
 	return ok
 }
 
-func tableBits(n int) int { return bitsLen(uint64(n)) - 1 }
-
-func bitsLen(x uint64) int {
-	n := 0
-	for ; x != 0; x >>= 1 {
-		n++
-	}
-	return n
-}
+func tableBits(n int) int { return bits.Len(uint(n)) - 1 }
 
 // grow doubles the shard's table (or creates it) and reinserts its slots
 // at their homes, from their tags alone.

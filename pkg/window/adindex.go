@@ -1,6 +1,10 @@
 package window
 
-import "github.com/cespare/xxhash/v2"
+import (
+	"math/bits"
+
+	"github.com/cespare/xxhash/v2"
+)
 
 // A minute's index from ad to row (counts.find). It is flat, like the
 // dedup index, rather than a Go map, so that a batch's lookups can be
@@ -36,15 +40,8 @@ func idxSplit(h uint64) (int, uint32) {
 	return int(h >> (64 - idxShardBits)), uint32(h >> (64 - idxShardBits - 32))
 }
 
-func idxHome(tag uint32, size int) uint64 { return uint64(tag) >> (32 - log2(size)) }
-
-func log2(n int) int {
-	b := 0
-	for ; n > 1; n >>= 1 {
-		b++
-	}
-	return b
-}
+// idxHome is where a tag's probe starts in a table of size (a power of two) slots.
+func idxHome(tag uint32, size int) uint64 { return uint64(tag) >> (33 - bits.Len(uint(size))) }
 
 // find returns ad's row, or the shard and slot where it is to be inserted.
 func (cs *counts) find(ad string, h uint64) (row int32, s *idxShard, at uint64, found bool) {

@@ -25,6 +25,7 @@
 // cut the lists of long windows and are left for later.
 //
 // Counts are stored as uint32 with a side map for the (unlikely) counts that
-// do not fit, and ad ids are interned to uint32, which keeps an entry near
-// 14 bytes of map plus 8 of sorted list.
+// do not fit, and ad ids are interned to uint32 (names.go: the ads' bytes
+// in chunks, maps of integers only, nothing for the GC to trace per ad),
+// which keeps an entry near 14 bytes of map plus 8 of sorted list.
 package topn

@@ -23,15 +23,14 @@ type AdCount struct {
 // other (they synchronize their lazy list builds internally) but not with
 // Add or DropBefore (the caller's read lock).
 type Index struct {
-	ids     map[string]uint32
-	names   []string
+	names   names                       // ad <-> dense id, for the buckets' keys
 	filters map[int64]map[int64]*bucket // filter -> minute -> bucket
 	entries int
 }
 
 // New returns an empty index.
 func New() *Index {
-	return &Index{ids: make(map[string]uint32), filters: make(map[int64]map[int64]*bucket)}
+	return &Index{names: newNames(), filters: make(map[int64]map[int64]*bucket)}
 }
 
 // saturated marks a count that lives in bucket.big.
@@ -80,17 +79,6 @@ var mergeAt = 256 // a variable so tests can exercise merges on small data
 // read this minute for a while).
 func (b *bucket) tooStale() bool { return b.stale+len(b.delta) > len(b.counts)/4+mergeAt }
 
-func (x *Index) intern(ad string) uint32 {
-	if id, ok := x.ids[ad]; ok {
-		return id
-	}
-	ad = strings.Clone(ad) // the caller's string may alias a request
-	id := uint32(len(x.names))
-	x.names = append(x.names, ad)
-	x.ids[ad] = id
-	return id
-}
-
 // Add adds n (> 0) clicks of ad in minute for filter. Exclusive access. The
 // index keeps a copy of ad, so ad may alias a buffer the caller reuses.
 func (x *Index) Add(filter, minute int64, ad string, n int64) {
@@ -107,7 +95,7 @@ func (x *Index) Add(filter, minute int64, ad string, n int64) {
 		b = &bucket{counts: make(map[uint32]uint32)}
 		minutes[minute] = b
 	}
-	id := x.intern(ad)
+	id := x.names.intern(ad)
 	old, ok := b.counts[id]
 	if !ok {
 		x.entries++
@@ -181,7 +169,7 @@ func (x *Index) window(dst []*bucket, filter, from, to int64) []*bucket {
 
 // Count sums the clicks of ad for filter over minutes [from, to).
 func (x *Index) Count(filter int64, ad string, from, to int64) int64 {
-	id, ok := x.ids[ad]
+	id, ok := x.names.lookup(ad)
 	if !ok {
 		return 0
 	}
@@ -252,7 +240,7 @@ func (x *Index) TopContext(ctx context.Context, filter, from, to int64, n int) (
 	out := make([]AdCount, len(t.h))
 	for i := len(out) - 1; i >= 0; i-- {
 		c := heap.Pop(&t.h).(cand)
-		out[i] = AdCount{Ad: x.names[c.id], Count: c.total}
+		out[i] = AdCount{Ad: strings.Clone(c.ad), Count: c.total}
 	}
 	return out, nil
 }
@@ -353,7 +341,7 @@ func (t *topState) eval(id uint32) bool {
 		total += b.get(id)
 	}
 	if total > 0 {
-		c := cand{id: id, total: total, ad: t.x.names[id]}
+		c := cand{id: id, total: total, ad: t.x.names.name(id)}
 		if len(t.h) < t.n {
 			heap.Push(&t.h, c)
 		} else if worse(t.h[0], c) {

@@ -115,7 +115,7 @@ if [ "$SKEW" != 0 ]; then
 fi
 
 pkgs=()
-for p in event ring router aggregator dedup window reducer store topn wal; do
+for p in event ring router aggregator dedup window hotad reducer store topn wal; do
 	[ -d "pkg/$p" ] && pkgs+=("./pkg/$p")
 done
 bench_cmd="$GO test -run '^\$' -bench . -benchmem -count $COUNT ${pkgs[*]}"

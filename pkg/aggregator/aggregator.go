@@ -538,7 +538,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 			maxMinute = minute
 		}
 		accepted++ // resp.Status[i] is already ACCEPTED (the zero value)
-		a.observeHot(rv, ev.AdID, minute, now)
+		a.observeHot(rv, ev.AdID, sc.hashes[i], minute, now)
 		if len(rec) >= maxRecordPart {
 			// A batch of long ids matching many filters is logged as
 			// several records: one record over the log's limit would stop

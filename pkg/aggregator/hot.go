@@ -7,11 +7,11 @@ import (
 	"github.com/adclick/adclick/pkg/ring"
 )
 
-// observeHot feeds one accepted click to the hot-ad detector, and counts
-// it as a piece when its ad is split in its minute. Called by Forward
-// under a.mu; does not allocate.
-func (a *Aggregator) observeHot(rv *ring.Versions, ad string, minute int64, now time.Time) {
-	a.hot.Observe(ad, now)
+// observeHot feeds one accepted click (h: its id's hash) to the hot-ad
+// detector, and counts it as a piece when its ad is split in its minute.
+// Called by Forward under a.mu; does not allocate.
+func (a *Aggregator) observeHot(rv *ring.Versions, ad string, h uint64, minute int64, now time.Time) {
+	a.hot.Observe(ad, h, now)
 	if rv.HasGrants() && rv.Split(ad, minute) {
 		a.hot.Piece()
 	}

@@ -19,10 +19,18 @@ func feed(d *Detector, from time.Time, secs int, rate int, hotShare float64) (ti
 		if hotShare > 0 && i%hotEvery == 0 {
 			ad = "hot"
 		}
-		d.Observe(ad, now)
+		d.Observe(ad, mix(uint64(i)), now)
 		now = now.Add(step)
 	}
 	return now, d.Last(now)
+}
+
+// mix is splitmix64's finalizer: a click id's hash, for tests.
+func mix(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // TestDetectorFindsTheHeavyHitter: an ad with half the clicks tops the
@@ -53,16 +61,50 @@ func TestDetectorObserveDoesNotAllocate(t *testing.T) {
 		ads[i] = fmt.Sprintf("ad-%d", i)
 	}
 	now := t0
-	for _, ad := range ads {
-		d.Observe(ad, now)
+	for i, ad := range ads {
+		d.Observe(ad, mix(uint64(i)), now)
 	}
 	i := 0
 	allocs := testing.AllocsPerRun(10000, func() {
-		d.Observe(ads[i%len(ads)], now)
+		d.Observe(ads[i%len(ads)], mix(uint64(i)), now)
 		i++
 	})
 	if allocs > 0.01 {
 		t.Fatalf("Observe allocates %.3f times per click", allocs)
+	}
+}
+
+// TestDetectorSamplesBusyWindows: after a window of SampleFrom clicks and
+// more, a window follows one click in 1<<SampleShift and scales its
+// counts back up: the total stays exact, the hot ad's share is still
+// known to within a few percent, and a window that is quiet again
+// follows every click.
+func TestDetectorSamplesBusyWindows(t *testing.T) {
+	var d Detector
+	rate := 2 * SampleFrom / int(DefaultWindow/time.Second) // two SampleFrom a window
+	now, w := feed(&d, t0, 11, rate, 0.25)
+	if d.shift != SampleShift {
+		t.Fatalf("after windows of %d clicks the detector follows every click (shift %d)", w.Total, d.shift)
+	}
+	if want := int64(rate) * 5; w.Total < want-10 || w.Total > want+10 {
+		t.Fatalf("sampled window total %d, want %d (every click counts in the total)", w.Total, want)
+	}
+	if len(w.Top) == 0 || w.Top[0].Ad != "hot" {
+		t.Fatalf("top %v", w.Top)
+	}
+	if share := float64(w.Top[0].Count) / float64(w.Total); share < 0.23 || share > 0.27 {
+		t.Fatalf("sampled hot share %.3f (count %d of %d), want about 0.25", share, w.Top[0].Count, w.Total)
+	}
+	if w.Top[0].Count%(1<<SampleShift) != 0 {
+		t.Fatalf("sampled count %d is not scaled by %d", w.Top[0].Count, 1<<SampleShift)
+	}
+	// Quiet again: a window of 10,000 clicks is followed click by click.
+	_, w = feed(&d, now, 11, 2000, 0.5)
+	if d.shift != 0 {
+		t.Fatalf("after a window of %d clicks the detector still samples (shift %d)", w.Total, d.shift)
+	}
+	if c := w.Top[0].Count; w.Top[0].Ad != "hot" || c < w.Total/2-1 || c > w.Total/2+1 {
+		t.Fatalf("unsampled window: top %v of %d, want hot with every other click", w.Top[:1], w.Total)
 	}
 }
 
@@ -119,5 +161,30 @@ func TestTrackerHysteresis(t *testing.T) {
 	}
 	if !tr.IsHot("hot") {
 		t.Fatal("one cool window fed five times cooled the ad")
+	}
+}
+
+// BenchmarkDetectorObserve: one op is one click of an ad drawn uniformly
+// from 100,000 (almost every click a miss that takes over a counter), in
+// a window followed click by click and in a sampled one.
+func BenchmarkDetectorObserve(b *testing.B) {
+	ads := make([]string, 100_000)
+	for i := range ads {
+		ads[i] = fmt.Sprintf("ad-%d", i)
+	}
+	for _, sampled := range []bool{false, true} {
+		b.Run(fmt.Sprintf("sampled=%v", sampled), func(b *testing.B) {
+			var d Detector
+			d.Window = time.Hour // no window ends during the run
+			d.Observe("warm", 0, t0)
+			if sampled {
+				d.shift = SampleShift
+			}
+			b.ResetTimer()
+			for i := range b.N {
+				h := mix(uint64(i))
+				d.Observe(ads[h%uint64(len(ads))], h, t0)
+			}
+		})
 	}
 }

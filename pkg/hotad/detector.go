@@ -34,7 +34,8 @@ const (
 )
 
 // Count is an ad's clicks in a window, at least (Space-Saving's count less
-// its possible overestimate).
+// its possible overestimate); in a sampled window, that count of the
+// sampled clicks scaled back up: an estimate.
 type Count struct {
 	Ad    string
 	Count int64

@@ -14,6 +14,7 @@ type metrics struct {
 	segments    prometheus.Gauge
 	failed      prometheus.Gauge
 	bufferBytes prometheus.Gauge
+	gathers     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -51,6 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		bufferBytes: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_wal_buffer_bytes",
 			Help: "Bytes appended to the write-ahead log and not yet written (sampled at each group commit).",
+		}),
+		gathers: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_wal_group_gathers_total",
+			Help: "Commit groups the writer waited to gather (--wal-sync-interval, or --wal-group-period under load) before writing and syncing.",
 		}),
 	}
 }

@@ -59,19 +59,20 @@ type WAL struct {
 
 	appends, fsyncs atomic.Uint64
 
-	mu        sync.Mutex
-	cond      *sync.Cond // on mu: durable moved or err set
-	pending   []chunk    // appended, not yet taken by the writer
-	spare     [][]byte   // buffers to reuse
-	appended  uint64     // log offset past the last appended record
-	durable   uint64     // log offset through which everything is synced
-	appendSeg uint64     // segment the next append goes to
-	segBytes  int64      // bytes appended to appendSeg
-	openSeg   uint64     // segment the writer has open or opens next; lower ones are complete and synced
-	segs      []uint64   // segment files on disk, ascending
-	err       error      // sticky: set once a write or sync failed, or at Close
-	closed    bool
-	abandoned bool
+	mu             sync.Mutex
+	cond           *sync.Cond // on mu: durable moved or err set
+	pending        []chunk    // appended, not yet taken by the writer
+	pendingAppends int        // records in pending
+	spare          [][]byte   // buffers to reuse
+	appended       uint64     // log offset past the last appended record
+	durable        uint64     // log offset through which everything is synced
+	appendSeg      uint64     // segment the next append goes to
+	segBytes       int64      // bytes appended to appendSeg
+	openSeg        uint64     // segment the writer has open or opens next; lower ones are complete and synced
+	segs           []uint64   // segment files on disk, ascending
+	err            error      // sticky: set once a write or sync failed, or at Close
+	closed         bool
+	abandoned      bool
 
 	kick, full, quit, done, failed chan struct{}
 	rm                             *remover.Remover // deletes removed segments, paced
@@ -243,8 +244,9 @@ func (w *WAL) Append(payload []byte) (Pos, error) {
 	w.segBytes += int64(size)
 	w.appended += uint64(size)
 	w.appends.Add(1)
+	w.pendingAppends++
 	signal(w.kick)
-	if w.cfg.SyncInterval > 0 && int(w.appended-w.durable) >= w.cfg.SyncBytes {
+	if (w.cfg.SyncInterval > 0 || w.cfg.GroupPeriod > 0) && int(w.appended-w.durable) >= w.cfg.SyncBytes {
 		signal(w.full)
 	}
 	return Pos{Segment: w.appendSeg, End: w.appended}, nil
@@ -434,13 +436,27 @@ func (w *WAL) Abandon() {
 // one group at a time.
 func (w *WAL) run() {
 	defer close(w.done)
+	var lastStart time.Time // when the last group was taken
+	var lastGroup int       // appends in it
 	for {
 		select {
 		case <-w.kick:
 		case <-w.quit:
 		}
-		if w.cfg.SyncInterval > 0 {
-			t := time.NewTimer(w.cfg.SyncInterval)
+		var gather time.Duration
+		switch {
+		case w.cfg.SyncInterval > 0:
+			gather = w.cfg.SyncInterval
+		case w.cfg.GroupPeriod > 0 && lastGroup > 1:
+			// Appends came faster than the last write and fsync: gather
+			// until a period has passed since that group began, so each
+			// fsync covers more of them. A lone append after a quiet spell
+			// (a group of one) is synced at once.
+			gather = w.cfg.GroupPeriod - time.Since(lastStart)
+		}
+		if gather > 0 {
+			w.m.gathers.Inc()
+			t := time.NewTimer(gather)
 			select {
 			case <-t.C:
 			case <-w.full:
@@ -454,7 +470,8 @@ func (w *WAL) run() {
 			return
 		}
 		chunks, end, closing := w.pending, w.appended, w.closed
-		w.pending = nil
+		lastGroup, lastStart = w.pendingAppends, time.Now()
+		w.pending, w.pendingAppends = nil, 0
 		w.m.bufferBytes.Set(float64(end - w.durable))
 		w.mu.Unlock()
 		if len(chunks) > 0 {

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -277,6 +278,133 @@ func TestSyncInterval(t *testing.T) {
 	}
 	if st := w.Stats(); st.Fsyncs != 1 {
 		t.Fatalf("stats %+v: want one fsync for the whole group", st)
+	}
+}
+
+// syncRecorder is a Deps.Sync that notes when each fsync began and holds
+// the first one until release is closed.
+type syncRecorder struct {
+	mu      sync.Mutex
+	starts  []time.Time
+	release chan struct{}
+}
+
+func (r *syncRecorder) sync(f *os.File) error {
+	r.mu.Lock()
+	r.starts = append(r.starts, time.Now())
+	first := len(r.starts) == 1
+	r.mu.Unlock()
+	if first {
+		<-r.release
+	}
+	return f.Sync()
+}
+
+func (r *syncRecorder) started() []time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.starts)
+}
+
+// twoInAGroup appends one record, waits for the writer to be in its
+// (held) fsync, appends two more behind it and releases it: the two then
+// make the second group, a group of more than one.
+func twoInAGroup(t *testing.T, w *WAL, r *syncRecorder) Pos {
+	t.Helper()
+	if _, err := w.Append(payload(0)); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); len(r.started()) == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first append was not synced")
+		}
+	}
+	w.Append(payload(1))
+	pos, err := w.Append(payload(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	close(r.release)
+	if err := w.Wait(pos.End); err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
+// waitWithin fails the test unless the log is durable through end within d.
+func waitWithin(t *testing.T, w *WAL, end uint64, d time.Duration) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- w.Wait(end) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(d):
+		t.Fatalf("not durable through %d within %s", end, d)
+	}
+}
+
+func TestGroupPeriodGathersUnderLoad(t *testing.T) {
+	const period = 200 * time.Millisecond
+	r := &syncRecorder{release: make(chan struct{})}
+	w, _, _ := open(t, t.TempDir(), Config{GroupPeriod: period}, Deps{Sync: r.sync})
+	twoInAGroup(t, w, r)
+	// The last group held two appends: the next one begins a period after it.
+	pos, err := w.Append(payload(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Wait(pos.End); err != nil {
+		t.Fatal(err)
+	}
+	st := r.started()
+	if len(st) != 3 {
+		t.Fatalf("%d fsyncs, want 3 (one per group)", len(st))
+	}
+	// The hook runs after the group's write, so allow for that write.
+	if gap := st[2].Sub(st[1]); gap < period/2 {
+		t.Fatalf("the group after a group of two began %s after it; want about %s", gap, period)
+	}
+}
+
+func TestGroupPeriodLoneAppendsDoNotWait(t *testing.T) {
+	r := &syncRecorder{release: make(chan struct{})}
+	close(r.release)
+	w, _, _ := open(t, t.TempDir(), Config{GroupPeriod: time.Hour, SyncBytes: 300}, Deps{Sync: r.sync})
+	// Each append is a group of one: none waits for the hour.
+	for i := range 5 {
+		pos, err := w.Append(payload(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitWithin(t, w, pos.End, 30*time.Second)
+	}
+	if st := w.Stats(); st.Fsyncs != 5 {
+		t.Fatalf("stats %+v: want an fsync per lone append", st)
+	}
+}
+
+func TestGroupPeriodSyncsAFullGroupAtOnce(t *testing.T) {
+	r := &syncRecorder{release: make(chan struct{})}
+	w, _, _ := open(t, t.TempDir(), Config{GroupPeriod: time.Hour, SyncBytes: 300}, Deps{Sync: r.sync})
+	twoInAGroup(t, w, r)
+	// The next group waits for the hour, unless SyncBytes wait.
+	small, err := w.Append(payload(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	big, err := w.Append(bytes.Repeat([]byte("y"), 300))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWithin(t, w, big.End, 30*time.Second)
+	if err := w.Wait(small.End); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(r.started()); n != 3 {
+		t.Fatalf("%d fsyncs, want 3: the small and the big append share one", n)
 	}
 }
 

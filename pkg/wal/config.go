@@ -32,7 +32,7 @@ const (
 
 // Config configures the log.
 type Config struct {
-	SyncInterval time.Duration // wait this long to gather a group before an fsync; 0: sync as soon as the previous one finished
+	SyncInterval time.Duration // wait this long to gather every group before an fsync; 0: no fixed wait (GroupPeriod gathers under load)
 	SyncBytes    int           // with SyncInterval or GroupPeriod, sync at once when this many bytes wait
 	// GroupPeriod: when the last group held more than one append (appends
 	// come faster than a write and fsync), the next group is taken no
@@ -50,7 +50,7 @@ type Config struct {
 
 // RegisterFlags registers the log's flags with their defaults.
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
-	fs.DurationVar(&c.SyncInterval, "wal-sync-interval", defaultSyncInterval, "time to gather appends before one fsync of the write-ahead log; 0 syncs as soon as the previous fsync finished (group commit either way)")
+	fs.DurationVar(&c.SyncInterval, "wal-sync-interval", defaultSyncInterval, "time to gather appends before every fsync of the write-ahead log, even a lone append's; 0: no fixed wait (--wal-group-period gathers under load; group commit either way)")
 	fs.IntVar(&c.SyncBytes, "wal-sync-bytes", defaultSyncBytes, "with --wal-sync-interval or --wal-group-period, sync at once when this many bytes wait")
 	fs.DurationVar(&c.GroupPeriod, "wal-group-period", defaultGroupPeriod, "under load (the last fsync covered more than one append), at least this long between the starts of two commit groups of the write-ahead log, so one fsync covers more; a lone append syncs at once; negative: sync as soon as the previous fsync finished")
 	fs.Int64Var(&c.SegmentBytes, "wal-segment-bytes", defaultSegmentBytes, "size at which the write-ahead log starts a new segment file")

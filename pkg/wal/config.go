@@ -52,7 +52,7 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SyncInterval, "wal-sync-interval", defaultSyncInterval, "time to gather appends before every fsync of the write-ahead log, even a lone append's; 0: no fixed wait (--wal-group-period gathers under load; group commit either way)")
 	fs.IntVar(&c.SyncBytes, "wal-sync-bytes", defaultSyncBytes, "with --wal-sync-interval or --wal-group-period, sync at once when this many bytes wait")
-	fs.DurationVar(&c.GroupPeriod, "wal-group-period", defaultGroupPeriod, "under load (the last fsync covered more than one append), at least this long between the starts of two commit groups of the write-ahead log, so one fsync covers more; a lone append syncs at once; negative: sync as soon as the previous fsync finished")
+	fs.DurationVar(&c.GroupPeriod, "wal-group-period", defaultGroupPeriod, "under load (the last fsync covered more than one append), at least this long between the starts of two commit groups of the write-ahead log, so one fsync covers more; a lone append syncs at once; negative: sync as soon as the previous fsync finished (0 means the default)")
 	fs.Int64Var(&c.SegmentBytes, "wal-segment-bytes", defaultSegmentBytes, "size at which the write-ahead log starts a new segment file")
 	fs.IntVar(&c.MaxBufferBytes, "wal-max-buffer-bytes", defaultMaxBufferBytes, "bytes appended to the write-ahead log but not yet synced beyond which Forward answers RESOURCE_EXHAUSTED")
 }

@@ -59,20 +59,19 @@ type WAL struct {
 
 	appends, fsyncs atomic.Uint64
 
-	mu             sync.Mutex
-	cond           *sync.Cond // on mu: durable moved or err set
-	pending        []chunk    // appended, not yet taken by the writer
-	pendingAppends int        // records in pending
-	spare          [][]byte   // buffers to reuse
-	appended       uint64     // log offset past the last appended record
-	durable        uint64     // log offset through which everything is synced
-	appendSeg      uint64     // segment the next append goes to
-	segBytes       int64      // bytes appended to appendSeg
-	openSeg        uint64     // segment the writer has open or opens next; lower ones are complete and synced
-	segs           []uint64   // segment files on disk, ascending
-	err            error      // sticky: set once a write or sync failed, or at Close
-	closed         bool
-	abandoned      bool
+	mu        sync.Mutex
+	cond      *sync.Cond // on mu: durable moved or err set
+	pending   []chunk    // appended, not yet taken by the writer
+	spare     [][]byte   // buffers to reuse
+	appended  uint64     // log offset past the last appended record
+	durable   uint64     // log offset through which everything is synced
+	appendSeg uint64     // segment the next append goes to
+	segBytes  int64      // bytes appended to appendSeg
+	openSeg   uint64     // segment the writer has open or opens next; lower ones are complete and synced
+	segs      []uint64   // segment files on disk, ascending
+	err       error      // sticky: set once a write or sync failed, or at Close
+	closed    bool
+	abandoned bool
 
 	kick, full, quit, done, failed chan struct{}
 	rm                             *remover.Remover // deletes removed segments, paced
@@ -244,7 +243,6 @@ func (w *WAL) Append(payload []byte) (Pos, error) {
 	w.segBytes += int64(size)
 	w.appended += uint64(size)
 	w.appends.Add(1)
-	w.pendingAppends++
 	signal(w.kick)
 	if (w.cfg.SyncInterval > 0 || w.cfg.GroupPeriod > 0) && int(w.appended-w.durable) >= w.cfg.SyncBytes {
 		signal(w.full)
@@ -437,7 +435,8 @@ func (w *WAL) Abandon() {
 func (w *WAL) run() {
 	defer close(w.done)
 	var lastStart time.Time // when the last group was taken
-	var lastGroup int       // appends in it
+	var lastGroup uint64    // appends in it
+	var taken uint64        // appends taken so far (w.appends then)
 	for {
 		select {
 		case <-w.kick:
@@ -470,8 +469,9 @@ func (w *WAL) run() {
 			return
 		}
 		chunks, end, closing := w.pending, w.appended, w.closed
-		lastGroup, lastStart = w.pendingAppends, time.Now()
-		w.pending, w.pendingAppends = nil, 0
+		n := w.appends.Load() // counted under mu, with the append
+		lastGroup, taken, lastStart = n-taken, n, time.Now()
+		w.pending = nil
 		w.m.bufferBytes.Set(float64(end - w.durable))
 		w.mu.Unlock()
 		if len(chunks) > 0 {

@@ -320,7 +320,9 @@ func twoInAGroup(t *testing.T, w *WAL, r *syncRecorder) time.Time {
 			t.Fatal("the first append was not synced")
 		}
 	}
-	w.Append(payload(1))
+	if _, err := w.Append(payload(1)); err != nil {
+		t.Fatal(err)
+	}
 	pos, err := w.Append(payload(2))
 	if err != nil {
 		t.Fatal(err)

@@ -340,7 +340,8 @@ func wantCode(t *testing.T, err error, code codes.Code, substr string) {
 	}
 }
 
-// metricValue sums the counter or gauge samples of the metric family name.
+// metricValue sums the counter or gauge samples, or the histograms' observation
+// counts, of the metric family name.
 func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -353,7 +354,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			sum += m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
 		}
 	}
 	return sum

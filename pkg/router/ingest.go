@@ -26,9 +26,17 @@ import (
 // the path of the REST gateway and of in-process callers; gRPC clients
 // take IngestFrame (see Register), which answers the same.
 func (r *Router) Ingest(ctx context.Context, req *adclickv1.IngestRequest) (*adclickv1.IngestResponse, error) {
+	start := time.Now()
 	resp, err := r.ingestMessage(ctx, req)
-	r.m.ingestRequests.WithLabelValues(status.Code(err).String()).Inc()
+	r.observeIngest(start, err)
 	return resp, err
+}
+
+// observeIngest counts an ingest request that arrived at start and was
+// answered err.
+func (r *Router) observeIngest(start time.Time, err error) {
+	r.m.ingestDuration.Observe(time.Since(start).Seconds())
+	r.m.ingestRequests.WithLabelValues(status.Code(err).String()).Inc()
 }
 
 func (r *Router) ingestMessage(ctx context.Context, req *adclickv1.IngestRequest) (*adclickv1.IngestResponse, error) {
@@ -55,8 +63,9 @@ func (r *Router) ingestMessage(ctx context.Context, req *adclickv1.IngestRequest
 // framing is broken is INVALID_ARGUMENT; an event that does not decode is
 // rejected by its index, and the rest of the batch is counted.
 func (r *Router) IngestFrame(ctx context.Context, f *grpcbuf.Frame) (*adclickv1.IngestResponse, error) {
+	start := time.Now()
 	resp, err := r.ingestFrame(ctx, f)
-	r.m.ingestRequests.WithLabelValues(status.Code(err).String()).Inc()
+	r.observeIngest(start, err)
 	return resp, err
 }
 

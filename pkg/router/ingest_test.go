@@ -120,11 +120,13 @@ func TestIngestSplitsAcrossAggregators(t *testing.T) {
 	}
 
 	for name, want := range map[string]float64{
-		"adclick_router_events_received_total":  float64(len(evs)),
-		"adclick_router_events_accepted_total":  float64(want.accepted),
-		"adclick_router_events_duplicate_total": float64(want.duplicates),
-		"adclick_router_events_rejected_total":  float64(len(want.rejected)), // summed over "by"
-		"adclick_router_ring_members":           2,
+		"adclick_router_events_received_total":   float64(len(evs)),
+		"adclick_router_events_accepted_total":   float64(want.accepted),
+		"adclick_router_events_duplicate_total":  float64(want.duplicates),
+		"adclick_router_events_rejected_total":   float64(len(want.rejected)), // summed over "by"
+		"adclick_router_ring_members":            2,
+		"adclick_router_ingest_requests_total":   1,
+		"adclick_router_ingest_duration_seconds": 1, // observations
 	} {
 		if got := metricValue(t, e.reg, name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
@@ -377,6 +379,10 @@ func TestIngestStreamKeepsOrder(t *testing.T) {
 	}
 	if _, err := stream.Recv(); err != io.EOF {
 		t.Fatalf("after the last response: %v, want EOF", err)
+	}
+	// Each request of the stream is timed as a request of its own.
+	if got := metricValue(t, e.reg, "adclick_router_ingest_duration_seconds"); got != requests {
+		t.Fatalf("ingest durations observed: %v, want %d", got, requests)
 	}
 }
 

@@ -14,6 +14,7 @@ type metrics struct {
 	retried         prometheus.Counter
 	rerouted        prometheus.Counter
 	ingestRequests  *prometheus.CounterVec
+	ingestDuration  prometheus.Histogram
 	forwardDuration prometheus.Histogram
 	forwardErrors   *prometheus.CounterVec
 	ringMembers     prometheus.Gauge
@@ -53,6 +54,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "adclick_router_ingest_requests_total",
 			Help: "Ingest requests by gRPC status code.",
 		}, []string{"code"}),
+		ingestDuration: f.NewHistogram(prometheus.HistogramOpts{
+			Name:    "adclick_router_ingest_duration_seconds",
+			Help:    "Time from when the router has read an ingest request to its answer (every request of an IngestStream counts): the acknowledgement latency a client sees, less the network and gRPC framing.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14), // 0.5 ms .. 4 s
+		}),
 		forwardDuration: f.NewHistogram(prometheus.HistogramOpts{
 			Name:    "adclick_router_forward_duration_seconds",
 			Help:    "Time for one aggregator to answer one forwarded batch.",

@@ -118,17 +118,23 @@ type Aggregator struct {
 	commitsDone atomic.Uint64
 	// nextMinute is counter.Next() as Forward or a commit last saw it under
 	// mu; Forward reads it without mu to pick the clicks to look up early.
-	nextMinute     atomic.Int64
-	lateLookupHook func()  // tests: runs after the early lookups, before Forward takes mu
-	commitHook     func()  // tests: runs while a commit writes, without the lock
-	draining       bool    // Flush started: Forward refuses new clicks
-	handing        bool    // handing over to the heir: Forward refuses every click
-	closed         bool    // Close (or a simulated crash) released the storage
-	failErr        error   // storage failed: nothing is acknowledged or committed any more
-	fids           []int64 // scratch for matching filter ids
-	rec            []byte  // scratch for the log record of a batch
-	click          filter.Click
-	hot            hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
+	nextMinute atomic.Int64
+	// openIDs and openIDBytes are seen's size as the last batch or commit
+	// left it under mu; pace reads them without mu. paceNext, under
+	// paceMu, is when the next paced batch may go (pace.go).
+	openIDs, openIDBytes atomic.Int64
+	paceMu               sync.Mutex
+	paceNext             time.Time
+	lateLookupHook       func()  // tests: runs after the early lookups, before Forward takes mu
+	commitHook           func()  // tests: runs while a commit writes, without the lock
+	draining             bool    // Flush started: Forward refuses new clicks
+	handing              bool    // handing over to the heir: Forward refuses every click
+	closed               bool    // Close (or a simulated crash) released the storage
+	failErr              error   // storage failed: nothing is acknowledged or committed any more
+	fids                 []int64 // scratch for matching filter ids
+	rec                  []byte  // scratch for the log record of a batch
+	click                filter.Click
+	hot                  hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
 }
 
 // segInfo tells when a log segment's clicks are all durable in the state
@@ -379,7 +385,7 @@ func (a *Aggregator) forward(ctx context.Context, evs [][]byte) (*clusterv1.Forw
 // forwardWith counts the encoded events evs. The events are read before
 // the counting lock is taken; the strings read alias evs, and whatever
 // keeps one (the dedup arena, the counter, the hot-ad detector) copies it.
-func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (*clusterv1.ForwardResponse, error) {
+func (a *Aggregator) forwardWith(ctx context.Context, evs [][]byte, sc *scratch) (*clusterv1.ForwardResponse, error) {
 	resp := &clusterv1.ForwardResponse{Status: make([]clusterv1.EventStatus, len(evs))}
 	if len(evs) == 0 {
 		return resp, nil
@@ -431,6 +437,10 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 		a.lateLookupHook()
 	}
 
+	paced, err := a.pace(ctx, len(evs)-rejected)
+	if err != nil {
+		return nil, err
+	}
 	read := time.Now()
 	a.mu.Lock()
 	locked := time.Now()
@@ -551,6 +561,7 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 		}
 	}
 	a.rec = rec
+	a.publishOpenIDsLocked(a.seen.Len(), a.seen.Bytes())
 	if err := a.seen.Err(); err != nil {
 		// An id read back from its spill file may have been answered
 		// wrongly: acknowledge nothing and recover from the log.
@@ -576,7 +587,8 @@ func (a *Aggregator) forwardWith(_ context.Context, evs [][]byte, sc *scratch) (
 			return nil, a.fail(fmt.Errorf("sync the write-ahead log: %w", err))
 		}
 	}
-	a.m.stageRead.Observe(read.Sub(began).Seconds())
+	a.m.stageRead.Observe((read.Sub(began) - paced).Seconds())
+	a.m.stagePace.Observe(paced.Seconds())
 	a.m.stageLock.Observe(locked.Sub(read).Seconds())
 	a.m.stageCount.Observe(counted.Sub(locked).Seconds())
 	a.m.stageDurable.Observe(time.Since(counted).Seconds())
@@ -688,12 +700,15 @@ func (a *Aggregator) refuseLocked() error {
 	case a.handing:
 		a.m.refused.WithLabelValues("handing_over").Inc()
 		return status.Errorf(codes.Unavailable, "aggregator %s is handing its click ids over to its heir after a drain; retry the batch in a few seconds (duplicates are safe)", a.cfg.NodeID)
-	case a.seen.Len() >= a.cfg.MaxOpenIDs:
+	}
+	n, bytes := a.seen.Len(), a.seen.Bytes()
+	switch {
+	case n >= a.cfg.MaxOpenIDs:
 		a.m.overload.WithLabelValues("open_ids").Inc()
-		return status.Errorf(codes.ResourceExhausted, "aggregator %s remembers %d click ids of open minutes (--max-open-ids=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Len(), a.cfg.MaxOpenIDs)
-	case a.seen.Bytes() >= a.cfg.MaxOpenIDBytes:
+		return status.Errorf(codes.ResourceExhausted, "aggregator %s remembers %d click ids of open minutes (--max-open-ids=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, n, a.cfg.MaxOpenIDs)
+	case bytes >= a.cfg.MaxOpenIDBytes:
 		a.m.overload.WithLabelValues("open_id_bytes").Inc()
-		return status.Errorf(codes.ResourceExhausted, "aggregator %s holds %d bytes of click ids of open minutes in memory (--max-open-id-bytes=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, a.seen.Bytes(), a.cfg.MaxOpenIDBytes)
+		return status.Errorf(codes.ResourceExhausted, "aggregator %s holds %d bytes of click ids of open minutes in memory (--max-open-id-bytes=%d): more clicks per minute than this node is sized for; retry later, or add aggregators", a.cfg.NodeID, bytes, a.cfg.MaxOpenIDBytes)
 	case a.outboxFull():
 		return a.outboxRefusal()
 	case a.wal.Full():
@@ -812,8 +827,7 @@ func (a *Aggregator) commit(now time.Time) error {
 		meta.Horizon = a.horizon
 	}
 	meta.NextMinute = next
-	a.m.dedupIDs.Set(float64(a.seen.Len()))
-	a.m.dedupBytes.Set(float64(a.seen.Bytes()))
+	a.publishOpenIDsLocked(a.seen.Len(), a.seen.Bytes())
 	a.mu.Unlock()
 
 	if a.commitHook != nil {

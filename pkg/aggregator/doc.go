@@ -58,10 +58,12 @@
 // Dedup: ids of open minutes and of late clicks not yet committed are in
 // the dedup set (package dedup): an index of 8-byte slots in memory (~13 to
 // 20 bytes an id) over arena chunks that spill to the minute's file as they
-// fill; memory is bounded by --max-open-id-bytes. Ids of closed minutes
-// are in their id files (looked up with a pread or two, usually from the
-// page cache) and, for late clicks, under key 'd'|minute|click_id;
-// both are deleted as their minute leaves the late horizon. Forward looks
+// fill; memory is bounded by --max-open-id-bytes, the number of ids by
+// --max-open-ids, both approached at a pace (pace.go) rather than hit.
+// Ids of closed minutes are in their id files (looked up with a pread or
+// two, usually from the page cache) and, for late clicks, under key
+// 'd'|minute|click_id; both are deleted as their minute leaves the late
+// horizon. Forward looks
 // a batch's late clicks up there before it takes the counting lock
 // (lateLookups: a client catching up sends hundreds in a batch); an early
 // "absent" is trusted only if no commit finished in between, since a

@@ -32,14 +32,14 @@ type metrics struct {
 	// Forward's time by stage: read (parse, ring and filter checks, late
 	// id lookups), lock (waiting for the counting lock), count (under it),
 	// durable (waiting for the log's fsync).
-	stageRead, stageLock, stageCount, stageDurable prometheus.Observer
+	stageRead, stagePace, stageLock, stageCount, stageDurable prometheus.Observer
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	f := promauto.With(reg)
 	stages := f.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "adclick_aggregator_forward_stage_seconds",
-		Help:    "Time of one forwarded batch in each stage: read (parse, ring and filter checks, late click id lookups), lock (waiting for the counting lock), count (dedup and count under it), durable (waiting for the write-ahead log's fsync).",
+		Help:    "Time of one forwarded batch in each stage: read (parse, ring and filter checks, late click id lookups), pace (waiting its turn while the open minutes' click ids run ahead of what --max-open-ids and --max-open-id-bytes hold until the next close), lock (waiting for the counting lock), count (dedup and count under it), durable (waiting for the write-ahead log's fsync).",
 		Buckets: prometheus.ExponentialBuckets(0.0000625, 2, 16), // 62.5 µs .. 2 s
 	}, []string{"stage"})
 	events := f.NewCounterVec(prometheus.CounterOpts{
@@ -113,7 +113,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		overload: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "adclick_aggregator_overload_total",
-			Help: "Forward batches refused with RESOURCE_EXHAUSTED, by what was full: outbox (reducers behind) or wal (disk behind).",
+			Help: "Forward batches refused with RESOURCE_EXHAUSTED, by what was full: outbox (reducers behind), wal (disk behind), open_ids or open_id_bytes (click ids of open minutes at their bound), open_ids_pace or open_id_bytes_pace (a batch's paced turn more than a second away: clicks come faster than the bounds hold until the next close).",
 		}, []string{"reason"}),
 		recoverySeconds: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_aggregator_recovery_seconds",
@@ -136,6 +136,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 once storage failed: the aggregator acknowledges nothing more and must be restarted.",
 		}),
 		stageRead:    stages.WithLabelValues("read"),
+		stagePace:    stages.WithLabelValues("pace"),
 		stageLock:    stages.WithLabelValues("lock"),
 		stageCount:   stages.WithLabelValues("count"),
 		stageDurable: stages.WithLabelValues("durable"),

@@ -119,22 +119,23 @@ type Aggregator struct {
 	// nextMinute is counter.Next() as Forward or a commit last saw it under
 	// mu; Forward reads it without mu to pick the clicks to look up early.
 	nextMinute atomic.Int64
-	// openIDs and openIDBytes are seen's size as the last batch or commit
-	// left it under mu; pace reads them without mu. paceNext, under
-	// paceMu, is when the next paced batch may go (pace.go).
-	openIDs, openIDBytes atomic.Int64
-	paceMu               sync.Mutex
-	paceNext             time.Time
-	lateLookupHook       func()  // tests: runs after the early lookups, before Forward takes mu
-	commitHook           func()  // tests: runs while a commit writes, without the lock
-	draining             bool    // Flush started: Forward refuses new clicks
-	handing              bool    // handing over to the heir: Forward refuses every click
-	closed               bool    // Close (or a simulated crash) released the storage
-	failErr              error   // storage failed: nothing is acknowledged or committed any more
-	fids                 []int64 // scratch for matching filter ids
-	rec                  []byte  // scratch for the log record of a batch
-	click                filter.Click
-	hot                  hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
+	// paceIDs and paceIDBytes are what seen holds of minute paceMinute
+	// (the clock's) as the last batch or commit left it under mu; pace
+	// reads them without mu. paceNext, under paceMu, is when the next
+	// paced batch may go (pace.go).
+	paceMinute, paceIDs, paceIDBytes atomic.Int64
+	paceMu                           sync.Mutex
+	paceNext                         time.Time
+	lateLookupHook                   func()  // tests: runs after the early lookups, before Forward takes mu
+	commitHook                       func()  // tests: runs while a commit writes, without the lock
+	draining                         bool    // Flush started: Forward refuses new clicks
+	handing                          bool    // handing over to the heir: Forward refuses every click
+	closed                           bool    // Close (or a simulated crash) released the storage
+	failErr                          error   // storage failed: nothing is acknowledged or committed any more
+	fids                             []int64 // scratch for matching filter ids
+	rec                              []byte  // scratch for the log record of a batch
+	click                            filter.Click
+	hot                              hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
 }
 
 // segInfo tells when a log segment's clicks are all durable in the state
@@ -561,7 +562,7 @@ func (a *Aggregator) forwardWith(ctx context.Context, evs [][]byte, sc *scratch)
 		}
 	}
 	a.rec = rec
-	a.publishOpenIDsLocked(a.seen.Len(), a.seen.Bytes())
+	a.publishOpenIDsLocked(now)
 	if err := a.seen.Err(); err != nil {
 		// An id read back from its spill file may have been answered
 		// wrongly: acknowledge nothing and recover from the log.
@@ -827,7 +828,7 @@ func (a *Aggregator) commit(now time.Time) error {
 		meta.Horizon = a.horizon
 	}
 	meta.NextMinute = next
-	a.publishOpenIDsLocked(a.seen.Len(), a.seen.Bytes())
+	a.publishOpenIDsLocked(now)
 	a.mu.Unlock()
 
 	if a.commitHook != nil {

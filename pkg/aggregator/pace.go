@@ -5,6 +5,8 @@ import (
 	"math"
 	"time"
 
+	"github.com/adclick/adclick/pkg/clock"
+
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -19,67 +21,79 @@ import (
 // fell to nothing for 10 s, every batch answered RESOURCE_EXHAUSTED, until
 // the close freed 30M ids at once.
 //
-// At a steady rate r the ids held grow by r a second and fall by the
-// oldest minute's 60 r when it closes, so they peak at r × W just before a
-// close, W being a minute plus the allowed lateness: the bounds hold any
-// rate up to cap/W. Pacing keeps the ids under the line
+// At a steady rate r a minute's ids grow for its 60 s and are freed at
+// its close, a minute plus the allowed lateness (W) after it began; the
+// peak, just before a close, is that minute's 60 r plus the next one's
+// first (W − 60 s) r = W r: the bounds hold any rate up to cap/W. Pacing
+// holds the current minute (the one the clock is in) under its share of
+// the bounds at its age a:
 //
-//	L(τ) = paceShare × cap × (1 − τ/W)
+//	L(a) = paceShare × cap × a/W
 //
-// where τ is the time until the oldest open minute closes (at most a
-// minute): the ids a steady cap/W would hold now. Below the line a batch
-// passes at once (two atomic loads). Above it, batches are admitted at
+// so that a full minute (a = 60 s) and the next one's first W − 60 s sum
+// to paceShare × cap at most, whatever the rate was before. (A line on all
+// open ids together was tried first: a burst in the lateness seconds,
+// while the older minute still counts towards the total, left the newer
+// one above its share after the close, and the ids then met the bound a
+// few seconds before the next close.) Below the line a batch passes at
+// once (three atomic loads). Above it, batches are admitted at
 // paceShare × cap/W ids a second, the rate the line itself rises at, each
 // waiting for its turn (a reservation, as a token bucket would hand them
 // out) before taking the counting lock: a client faster than the node
-// gets the node's sustainable rate, as a longer ack, instead of nothing,
-// and the ids reach the bound only at the close, if ever. A batch whose
-// turn would come later than maxPaceWait is refused with
+// gets the node's sustainable rate, as a longer ack, instead of nothing.
+// A batch whose turn would come later than maxPaceWait is refused with
 // RESOURCE_EXHAUSTED, as at the bound itself (refuseLocked), which stays
-// the hard limit.
+// the hard limit (late clicks of older minutes are not paced).
 const (
 	paceShare   = 0.95
 	maxPaceWait = time.Second
 )
 
-// publishOpenIDsLocked records what the ids of open minutes hold, for pace
-// (read without the lock) and the dedup gauges. Caller holds a.mu.
-func (a *Aggregator) publishOpenIDsLocked(n int, bytes int64) {
-	a.openIDs.Store(int64(n))
-	a.openIDBytes.Store(bytes)
-	a.m.dedupIDs.Set(float64(n))
-	a.m.dedupBytes.Set(float64(bytes))
+// publishOpenIDsLocked records what the ids of open minutes hold, for the
+// dedup gauges, and what the current minute's hold, for pace (read
+// without the lock). Caller holds a.mu.
+func (a *Aggregator) publishOpenIDsLocked(now time.Time) {
+	m := clock.Minute(now)
+	n, b := a.seen.MinuteLen(m)
+	a.paceMinute.Store(m)
+	a.paceIDs.Store(int64(n))
+	a.paceIDBytes.Store(b)
+	a.m.dedupIDs.Set(float64(a.seen.Len()))
+	a.m.dedupBytes.Set(float64(a.seen.Bytes()))
 }
 
-// pace waits, before a batch of k clicks is counted, until the open
-// minutes' ids may take it (see above), and returns how long it waited,
+// pace waits, before a batch of k clicks is counted, until the current
+// minute's ids may take it (see above), and returns how long it waited,
 // or a RESOURCE_EXHAUSTED error when that would take longer than
 // maxPaceWait or ctx ends first.
 func (a *Aggregator) pace(ctx context.Context, k int) (time.Duration, error) {
+	now := a.clock.Now()
+	m := clock.Minute(now)
+	if a.paceMinute.Load() != m {
+		return 0, nil // nothing counted in this minute yet
+	}
 	capN, capB := float64(a.cfg.MaxOpenIDs), float64(a.cfg.MaxOpenIDBytes)
-	n, b := float64(a.openIDs.Load()), float64(a.openIDBytes.Load())
-	window := time.Minute + a.cfg.AllowedLateness
-	closes := time.Unix(a.nextMinute.Load()+60, 0).Add(a.cfg.AllowedLateness)
-	tau := min(max(closes.Sub(a.clock.Now()), 0), time.Minute)
-	line := paceShare * (1 - tau.Seconds()/window.Seconds())
-	overN, overB := n >= line*capN, b >= line*capB
+	n, b := float64(a.paceIDs.Load()), float64(a.paceIDBytes.Load())
+	window := (time.Minute + a.cfg.AllowedLateness).Seconds()
+	line := paceShare * now.Sub(clock.MinuteTime(m)).Seconds() / window
+	overN, overB := n > 0 && n >= line*capN, b > 0 && b >= line*capB
 	if !overN && !overB {
 		return 0, nil
 	}
-	rate := paceShare * capN / window.Seconds() // ids a second
+	rate := paceShare * capN / window // ids a second
 	if b > 0 && n > 0 {
 		// The byte bound in ids, at what an id costs now.
-		rate = min(rate, paceShare*capB/window.Seconds()*n/b)
+		rate = min(rate, paceShare*capB/window*n/b)
 	}
 	turn := time.Duration(math.Ceil(float64(k) / rate * float64(time.Second)))
 
 	a.paceMu.Lock()
-	now := time.Now()
-	start := now
-	if a.paceNext.After(now) {
+	t := time.Now()
+	start := t
+	if a.paceNext.After(t) {
 		start = a.paceNext
 	}
-	wait := start.Sub(now)
+	wait := start.Sub(t)
 	if wait > maxPaceWait {
 		a.paceMu.Unlock()
 		flag, reason := "--max-open-ids", "open_ids_pace"
@@ -96,10 +110,10 @@ func (a *Aggregator) pace(ctx context.Context, k int) (time.Duration, error) {
 	if wait <= 0 {
 		return 0, nil
 	}
-	t := time.NewTimer(wait)
-	defer t.Stop()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
 	select {
-	case <-t.C:
+	case <-timer.C:
 		return wait, nil
 	case <-ctx.Done():
 		a.m.overload.WithLabelValues("open_ids_pace").Inc()

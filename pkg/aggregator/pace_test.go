@@ -27,16 +27,16 @@ func openIDs(a *Aggregator) int {
 	return a.seen.Len()
 }
 
-// At start (second 30 of its minute, lateness 15 s) the oldest open minute
-// closes in τ = 45 s of a window W = 75 s, so the pace line is
-// 0.95 × (1 − 45/75) = 38 % of --max-open-ids, and above it batches go at
-// 0.95 × cap / 75 s clicks a second.
+// At start (second 30 of its minute, lateness 15 s) the current minute is
+// 30 s into a window W = 75 s, so its pace line is 0.95 × 30/75 = 38 % of
+// --max-open-ids, and above it batches go at 0.95 × cap / 75 s clicks a
+// second.
 
 // TestPaceRefusesATurnTooFarAhead: above the line, a batch whose turn is
 // more than maxPaceWait away is refused whole with RESOURCE_EXHAUSTED
 // naming the bound, and counted as an open_ids_pace overload; once the
-// close is near enough that the line is above the ids held, batches pass
-// at once again.
+// clock is in the next minute, that minute has a share of its own and
+// batches pass at once again.
 func TestPaceRefusesATurnTooFarAhead(t *testing.T) {
 	env := newTestAggregator(t, start, nil, func(c *Config) { c.MaxOpenIDs = 100 })
 	forward(t, env.agg, clicks("below", 40)...) // under the line (38) before it
@@ -54,8 +54,8 @@ func TestPaceRefusesATurnTooFarAhead(t *testing.T) {
 	if got := openIDs(env.agg); got != 50 {
 		t.Fatalf("open ids after the refusal: %d, want 50 (nothing of the refused batch)", got)
 	}
-	// 10 s before the close the line is 0.95 × (1 − 10/75) = 82 % of the
-	// bound: 50 ids are under it, and the next batch passes without its turn.
+	// In the next minute (5 s before the first one closes) nothing counts
+	// against its line yet: the batch passes without its turn, 7 s away.
 	env.clk.Add(35 * time.Second)
 	forward(t, env.agg, clicks("near-close", 10)...)
 	if got := openIDs(env.agg); got != 60 {

@@ -202,6 +202,16 @@ func (s *Set) Len() int { return s.n }
 // Minutes is the number of minutes with remembered ids.
 func (s *Set) Minutes() int { return len(s.minutes) }
 
+// MinuteLen is the number of ids remembered under minute, and the memory
+// they hold (as Bytes counts it).
+func (s *Set) MinuteLen(minute int64) (int, int64) {
+	b := s.minutes[minute]
+	if b == nil {
+		return 0, 0
+	}
+	return b.n, b.memBytes()
+}
+
 // hashID is the index hash; a variable so tests can force collisions.
 var hashID = xxhash.Sum64String
 

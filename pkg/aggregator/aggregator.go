@@ -118,7 +118,18 @@ type Aggregator struct {
 	commitsDone atomic.Uint64
 	// nextMinute is counter.Next() as Forward or a commit last saw it under
 	// mu; Forward reads it without mu to pick the clicks to look up early.
-	nextMinute atomic.Int64
+	nextMinute     atomic.Int64
+	lateLookupHook func()  // tests: runs after the early lookups, before Forward takes mu
+	commitHook     func()  // tests: runs while a commit writes, without the lock
+	draining       bool    // Flush started: Forward refuses new clicks
+	handing        bool    // handing over to the heir: Forward refuses every click
+	closed         bool    // Close (or a simulated crash) released the storage
+	failErr        error   // storage failed: nothing is acknowledged or committed any more
+	fids           []int64 // scratch for matching filter ids
+	rec            []byte  // scratch for the log record of a batch
+	click          filter.Click
+	hot            hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
+
 	// paceIDs and paceIDBytes are what seen holds of minute paceMinute
 	// (the clock's) as the last batch or commit left it under mu; pace
 	// reads them without mu. paceNext, under paceMu, is when the next
@@ -126,16 +137,6 @@ type Aggregator struct {
 	paceMinute, paceIDs, paceIDBytes atomic.Int64
 	paceMu                           sync.Mutex
 	paceNext                         time.Time
-	lateLookupHook                   func()  // tests: runs after the early lookups, before Forward takes mu
-	commitHook                       func()  // tests: runs while a commit writes, without the lock
-	draining                         bool    // Flush started: Forward refuses new clicks
-	handing                          bool    // handing over to the heir: Forward refuses every click
-	closed                           bool    // Close (or a simulated crash) released the storage
-	failErr                          error   // storage failed: nothing is acknowledged or committed any more
-	fids                             []int64 // scratch for matching filter ids
-	rec                              []byte  // scratch for the log record of a batch
-	click                            filter.Click
-	hot                              hotad.Detector // the ads with the most clicks of the last seconds (hot.go)
 }
 
 // segInfo tells when a log segment's clicks are all durable in the state

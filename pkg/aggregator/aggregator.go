@@ -563,7 +563,7 @@ func (a *Aggregator) forwardWith(ctx context.Context, evs [][]byte, sc *scratch)
 		}
 	}
 	a.rec = rec
-	a.publishOpenIDsLocked(now)
+	a.publishPaceLocked(now)
 	if err := a.seen.Err(); err != nil {
 		// An id read back from its spill file may have been answered
 		// wrongly: acknowledge nothing and recover from the log.
@@ -703,7 +703,11 @@ func (a *Aggregator) refuseLocked() error {
 		a.m.refused.WithLabelValues("handing_over").Inc()
 		return status.Errorf(codes.Unavailable, "aggregator %s is handing its click ids over to its heir after a drain; retry the batch in a few seconds (duplicates are safe)", a.cfg.NodeID)
 	}
+	// What refuses a batch also keeps the dedup gauges current, at no
+	// extra cost (a commit sets them too).
 	n, bytes := a.seen.Len(), a.seen.Bytes()
+	a.m.dedupIDs.Set(float64(n))
+	a.m.dedupBytes.Set(float64(bytes))
 	switch {
 	case n >= a.cfg.MaxOpenIDs:
 		a.m.overload.WithLabelValues("open_ids").Inc()
@@ -829,7 +833,9 @@ func (a *Aggregator) commit(now time.Time) error {
 		meta.Horizon = a.horizon
 	}
 	meta.NextMinute = next
-	a.publishOpenIDsLocked(now)
+	a.publishPaceLocked(now)
+	a.m.dedupIDs.Set(float64(a.seen.Len()))
+	a.m.dedupBytes.Set(float64(a.seen.Bytes()))
 	a.mu.Unlock()
 
 	if a.commitHook != nil {

@@ -49,17 +49,14 @@ const (
 	maxPaceWait = time.Second
 )
 
-// publishOpenIDsLocked records what the ids of open minutes hold, for the
-// dedup gauges, and what the current minute's hold, for pace (read
-// without the lock). Caller holds a.mu.
-func (a *Aggregator) publishOpenIDsLocked(now time.Time) {
+// publishPaceLocked records what the current minute's ids hold, for pace
+// (read without the lock). Caller holds a.mu.
+func (a *Aggregator) publishPaceLocked(now time.Time) {
 	m := clock.Minute(now)
 	n, b := a.seen.MinuteLen(m)
 	a.paceMinute.Store(m)
 	a.paceIDs.Store(int64(n))
 	a.paceIDBytes.Store(b)
-	a.m.dedupIDs.Set(float64(a.seen.Len()))
-	a.m.dedupBytes.Set(float64(a.seen.Bytes()))
 }
 
 // pace waits, before a batch of k clicks is counted, until the current

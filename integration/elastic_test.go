@@ -13,6 +13,7 @@ import (
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/porttest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -99,7 +100,7 @@ func (c *twoRouterClient) run(ctx context.Context, worker int, stop <-chan struc
 // addRouterB adds the arguments of a second router process, "router-b",
 // and returns its gRPC address.
 func (c *faultCluster) addRouterB() string {
-	addr := freeAddr(c.t)
+	addr := porttest.Addr(c.t)
 	c.args["router-b"] = []string{"router", "--etcd-endpoints", c.etcdAddr, "--grpc-addr", addr, "--http-addr", "127.0.0.1:0",
 		"--log-level", "warn", "--gossip-addr", "127.0.0.1:0", "--node-id", "router-b"}
 	return addr

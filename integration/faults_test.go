@@ -13,6 +13,7 @@ import (
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/porttest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -32,8 +33,8 @@ type faultCluster struct {
 }
 
 func newFaultCluster(t *testing.T) *faultCluster {
-	c := &faultCluster{t: t, bin: buildBinaries(t), dir: t.TempDir(), etcdAddr: freeAddr(t),
-		procs: map[string]*process{}, args: map[string][]string{}, reducers: map[string]string{}, router: freeAddr(t)}
+	c := &faultCluster{t: t, bin: buildBinaries(t), dir: t.TempDir(), etcdAddr: porttest.Addr(t),
+		procs: map[string]*process{}, args: map[string][]string{}, reducers: map[string]string{}, router: porttest.Addr(t)}
 	c.args["etcd"] = []string{"adclick", "etcd", "--data-dir", filepath.Join(c.dir, "etcd"), "--addr", c.etcdAddr}
 	c.node("reducer", "reducer-1")
 	c.node("reducer", "reducer-2")
@@ -46,7 +47,7 @@ func newFaultCluster(t *testing.T) *faultCluster {
 
 // node adds a server process's arguments under id.
 func (c *faultCluster) node(role, id string, extra ...string) {
-	grpcAddr := freeAddr(c.t)
+	grpcAddr := porttest.Addr(c.t)
 	c.args[id] = append([]string{role, "--etcd-endpoints", c.etcdAddr, "--grpc-addr", grpcAddr, "--http-addr", "127.0.0.1:0",
 		"--node-id", id, "--data-dir", filepath.Join(c.dir, id), "--lease-ttl", "2s", "--log-level", "warn", "--gossip-addr", "127.0.0.1:0"}, extra...)
 	if role == "reducer" {

@@ -14,6 +14,7 @@ import (
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/admin"
 	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/porttest"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
@@ -120,7 +121,7 @@ func TestHotAdSplitExactlyOnce(t *testing.T) {
 	metricsAddr := map[string]string{}
 	for i := 1; i <= 3; i++ {
 		id := fmt.Sprintf("aggregator-%d", i)
-		metricsAddr[id] = freeAddr(t)
+		metricsAddr[id] = porttest.Addr(t)
 		c.args[id] = append(c.args[id], "--ring-view-ttl", "5s", "--hot-min-rate", "150", "--hot-grant-ttl", "6s", "--http-addr", metricsAddr[id])
 	}
 	routerB := c.addRouterB()

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -17,6 +16,7 @@ import (
 
 	adclickv1 "github.com/adclick/adclick/gen/adclick/v1"
 	"github.com/adclick/adclick/pkg/clock"
+	"github.com/adclick/adclick/pkg/porttest"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -41,16 +41,6 @@ func buildBinaries(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func startProcess(t *testing.T, dir, bin, name string, args ...string) *process {
@@ -125,7 +115,7 @@ func TestSeparateProcesses(t *testing.T) {
 	}
 	bin := buildBinaries(t)
 	dir := t.TempDir()
-	etcdAddr := freeAddr(t)
+	etcdAddr := porttest.Addr(t)
 	etcd := startProcess(t, dir, filepath.Join(bin, "adclick"), "etcd", "etcd", "--data-dir", filepath.Join(dir, "etcd"), "--addr", etcdAddr)
 	node := func(role, id string, extra ...string) *process {
 		args := append([]string{"--etcd-endpoints", etcdAddr, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/adclick/adclick/pkg/porttest"
 )
 
 // images are what `make images` builds; the test never pulls.
@@ -69,7 +71,7 @@ func startCompose(t *testing.T) *compose {
 		{"ADCLICK_TEST_ROUTER2_PORT", "router-2"},
 		{"ADCLICK_TEST_RED1_PORT", "red-1"}, {"ADCLICK_TEST_RED2_PORT", "red-2"},
 	} {
-		addr := freeAddr(t)
+		addr := porttest.Addr(t)
 		_, port, _ := net.SplitHostPort(addr)
 		c.env = append(c.env, p.env+"="+port)
 		c.ports[p.name] = addr
@@ -152,16 +154,6 @@ func command(timeout time.Duration, env []string, name string, args ...string) (
 		err = fmt.Errorf("%w (timed out after %s)", err, timeout)
 	}
 	return out.String(), err
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func lastLines(s string, n int) string {

@@ -5,10 +5,12 @@ package etcdembed
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/url"
+	"syscall"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -25,7 +27,36 @@ type Server struct {
 
 // Start runs etcd with its data in dir, serving clients on addr
 // (host:port; port 0 picks a free one).
+//
+// A free port can only be found by listening on port 0 and closing again,
+// and another process may bind it before etcd does: when etcd then fails to
+// bind a port picked here, Start picks again (a few times).
 func Start(dir, addr string, log *slog.Logger) (*Server, error) {
+	var err error
+	for range 5 {
+		var s *Server
+		s, err = start(dir, addr, log)
+		if !takenMeanwhile(err, addr) {
+			return s, err
+		}
+		log.Warn("embedded etcd: a port picked free was taken before etcd bound it; picking again", "err", err)
+	}
+	return nil, err
+}
+
+// takenMeanwhile reports whether err is etcd failing to bind a port that
+// start picked itself (not the one the caller asked for).
+func takenMeanwhile(err error, asked string) bool {
+	var op *net.OpError
+	if !errors.As(err, &op) || !errors.Is(err, syscall.EADDRINUSE) || op.Addr == nil {
+		return false
+	}
+	_, port, _ := net.SplitHostPort(asked)
+	return port == "0" || op.Addr.String() != asked
+}
+
+// start is one try of Start.
+func start(dir, addr string, log *slog.Logger) (*Server, error) {
 	clientAddr, err := resolve(addr)
 	if err != nil {
 		return nil, err

@@ -2,7 +2,10 @@ package etcdembed
 
 import (
 	"context"
+	"errors"
 	"log/slog"
+	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,5 +29,32 @@ func TestStartPutGet(t *testing.T) {
 	resp, err := cli.Get(ctx, "k")
 	if err != nil || len(resp.Kvs) != 1 || string(resp.Kvs[0].Value) != "v" {
 		t.Fatalf("get: %v %v", resp, err)
+	}
+}
+
+// An address the caller names that is in use is an error to report, not
+// to retry; a port Start picked itself and lost meanwhile is picked again.
+func TestAddressInUse(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	busy := l.Addr().String()
+	_, err = Start(t.TempDir(), busy, slog.New(slog.DiscardHandler))
+	if err == nil || !strings.Contains(err.Error(), busy) {
+		t.Fatalf("Start on %s in use: %v; want an error naming it", busy, err)
+	}
+	if takenMeanwhile(err, busy) {
+		t.Errorf("the caller's own address in use counted as a picked port taken meanwhile: %v", err)
+	}
+	if !takenMeanwhile(err, "127.0.0.1:0") {
+		t.Errorf("a picked client port taken meanwhile not recognised: %v", err)
+	}
+	if !takenMeanwhile(err, "127.0.0.1:1") {
+		t.Errorf("the picked peer port taken meanwhile not recognised: %v", err)
+	}
+	if takenMeanwhile(errors.New("other"), "127.0.0.1:0") {
+		t.Error("any error counted as a port taken meanwhile")
 	}
 }

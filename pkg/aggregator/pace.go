@@ -83,6 +83,10 @@ func (a *Aggregator) pace(ctx context.Context, k int) (time.Duration, error) {
 		rate = min(rate, paceShare*capB/window*n/b)
 	}
 	turn := time.Duration(math.Ceil(float64(k) / rate * float64(time.Second)))
+	flag, reason := "--max-open-ids", "open_ids_pace"
+	if !overN {
+		flag, reason = "--max-open-id-bytes", "open_id_bytes_pace"
+	}
 
 	a.paceMu.Lock()
 	t := time.Now()
@@ -93,10 +97,6 @@ func (a *Aggregator) pace(ctx context.Context, k int) (time.Duration, error) {
 	wait := start.Sub(t)
 	if wait > maxPaceWait {
 		a.paceMu.Unlock()
-		flag, reason := "--max-open-ids", "open_ids_pace"
-		if !overN {
-			flag, reason = "--max-open-id-bytes", "open_id_bytes_pace"
-		}
 		a.m.overload.WithLabelValues(reason).Inc()
 		return 0, status.Errorf(codes.ResourceExhausted,
 			"aggregator %s takes clicks faster than its open minutes' click ids can hold until they close (%s, at most %.0f clicks/s with --allowed-lateness %s): its turn would come in %s; retry later, or add aggregators",
@@ -113,9 +113,9 @@ func (a *Aggregator) pace(ctx context.Context, k int) (time.Duration, error) {
 	case <-timer.C:
 		return wait, nil
 	case <-ctx.Done():
-		a.m.overload.WithLabelValues("open_ids_pace").Inc()
+		a.m.overload.WithLabelValues(reason).Inc()
 		return 0, status.Errorf(codes.ResourceExhausted,
-			"aggregator %s: the request ended while its clicks waited for room among the open minutes' click ids (%v); retry later, or add aggregators",
-			a.cfg.NodeID, ctx.Err())
+			"aggregator %s: the request ended while its clicks waited for room among the open minutes' click ids (%s, %v); retry later, or add aggregators",
+			a.cfg.NodeID, flag, ctx.Err())
 	}
 }

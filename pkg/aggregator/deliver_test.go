@@ -330,4 +330,31 @@ func TestOutboxPending(t *testing.T) {
 	if n, _ := ob.pending("unknown"); n != 0 {
 		t.Fatalf("unregistered reducer: pending %d, want 0", n)
 	}
+	// After a trim (both acknowledged 1 and 2) and more partials.
+	ob.ack("r-2", 3)
+	if err := ob.add([]encodedPartial{{seq: 4, counts: 5}}); err != nil {
+		t.Fatal(err)
+	}
+	if ob.retained() != 2 {
+		t.Fatalf("retained %d partials, want 2 (3 and 4)", ob.retained())
+	}
+	if n, _ := ob.pending("r-1"); n != 45 {
+		t.Fatalf("r-1 acknowledged through 2 of 4: pending %d, want 45", n)
+	}
+	if n, _ := ob.pending("r-2"); n != 5 {
+		t.Fatalf("r-2 acknowledged through 3 of 4: pending %d, want 5", n)
+	}
+	// Partials read back from disk, and a reducer that asks for a resend.
+	ob = newOutbox(newMetrics(nil), func(uint64) {})
+	if err := ob.load([]encodedPartial{{seq: 7, counts: 3}, {seq: 8, counts: 4}}, 9); err != nil {
+		t.Fatal(err)
+	}
+	ob.setMembers([]string{"r-1"})
+	if n, _ := ob.pending("r-1"); n != 7 {
+		t.Fatalf("after load: pending %d, want 7", n)
+	}
+	ob.ack("r-1", 7)
+	if n, _ := ob.pending("r-1"); n != 4 {
+		t.Fatalf("after load, acknowledged through 7: pending %d, want 4", n)
+	}
 }

@@ -15,6 +15,7 @@ type outbox struct {
 	mu      sync.Mutex
 	parts   []encodedPartial  // retained; parts[i].seq == first+i
 	bytes   int64             // encoded size of parts, what --max-outbox-bytes bounds
+	counts  int64             // counts of every partial taken since the start; parts[i].before + parts[i].counts for the last
 	first   uint64            // sequence of parts[0]; == next when empty
 	next    uint64            // sequence of the next partial appended
 	acked   map[string]uint64 // registered reducer -> highest sequence it acknowledged
@@ -51,6 +52,8 @@ func (o *outbox) add(ps []encodedPartial) error {
 		if p.seq != o.next {
 			return fmt.Errorf("outbox: partial with sequence %d, want %d", p.seq, o.next)
 		}
+		p.before = o.counts
+		o.counts += int64(p.counts)
 		o.parts = append(o.parts, p)
 		o.bytes += int64(len(p.b))
 		o.next++
@@ -71,7 +74,7 @@ func (o *outbox) add(ps []encodedPartial) error {
 func (o *outbox) load(ps []encodedPartial, next uint64) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.first, o.next, o.parts, o.bytes = next, next, nil, 0
+	o.first, o.next, o.parts, o.bytes, o.counts = next, next, nil, 0, 0
 	if len(ps) > 0 {
 		o.first = ps[0].seq
 		for i, p := range ps {
@@ -83,8 +86,10 @@ func (o *outbox) load(ps []encodedPartial, next uint64) error {
 			return fmt.Errorf("outbox on disk ends at sequence %d but the next sequence is %d", last, next)
 		}
 		o.parts = ps
-		for _, p := range ps {
-			o.bytes += int64(len(p.b))
+		for i := range ps {
+			ps[i].before = o.counts
+			o.counts += int64(ps[i].counts)
+			o.bytes += int64(len(ps[i].b))
 		}
 	}
 	o.setGaugesLocked()
@@ -257,10 +262,11 @@ func (o *outbox) pending(id string) (counts int, addedAt time.Time) {
 	if !ok {
 		return 0, o.addedAt
 	}
-	for i := max(0, int(acked+1)-int(o.first)); i < len(o.parts); i++ {
-		counts += o.parts[i].counts
+	i := max(0, int(acked+1)-int(o.first))
+	if i >= len(o.parts) {
+		return 0, o.addedAt
 	}
-	return counts, o.addedAt
+	return int(o.counts - o.parts[i].before), o.addedAt
 }
 
 // addWaker registers a channel that receives a value (coalesced) when

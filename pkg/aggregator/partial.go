@@ -22,6 +22,10 @@ type encodedPartial struct {
 	closes bool
 	counts int
 	b      []byte
+	// before is the counts of every partial the outbox took before this
+	// one, since the process started: what a reducer has yet to receive
+	// from here on is a subtraction (outbox.pending).
+	before int64
 }
 
 // Field numbers of clusterv1.Partial, Count and ApplyRequest.

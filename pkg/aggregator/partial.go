@@ -7,6 +7,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/clusterwire"
 	"github.com/adclick/adclick/pkg/window"
 )
 
@@ -28,20 +29,6 @@ type encodedPartial struct {
 	before int64
 }
 
-// Field numbers of clusterv1.Partial, Count and ApplyRequest.
-const (
-	partialSequence protowire.Number = 1
-	partialMinute   protowire.Number = 2
-	partialCloses   protowire.Number = 3
-	partialCounts   protowire.Number = 4
-	countFilter     protowire.Number = 1
-	countAd         protowire.Number = 2
-	countN          protowire.Number = 3
-	applyAggregator protowire.Number = 1
-	applyInc        protowire.Number = 2
-	applyPartials   protowire.Number = 3
-)
-
 // encodePartial encodes p with sequence seq exactly as proto.Marshal
 // encodes the equivalent clusterv1.Partial.
 func encodePartial(p window.Partial, seq uint64) encodedPartial {
@@ -51,20 +38,20 @@ func encodePartial(p window.Partial, seq uint64) encodedPartial {
 		size += 1 + protowire.SizeVarint(uint64(n)) + n
 	}
 	b := make([]byte, 0, size+32)
-	b = appendVarintField(b, partialSequence, seq)
-	b = appendVarintField(b, partialMinute, uint64(p.Minute))
+	b = appendVarintField(b, clusterwire.PartialSequence, seq)
+	b = appendVarintField(b, clusterwire.PartialMinute, uint64(p.Minute))
 	if p.Closes {
-		b = appendVarintField(b, partialCloses, 1)
+		b = appendVarintField(b, clusterwire.PartialCloses, 1)
 	}
 	for _, c := range p.Counts {
-		b = protowire.AppendTag(b, partialCounts, protowire.BytesType)
+		b = protowire.AppendTag(b, clusterwire.PartialCounts, protowire.BytesType)
 		b = protowire.AppendVarint(b, uint64(countSize(c)))
-		b = appendVarintField(b, countFilter, uint64(c.Filter))
+		b = appendVarintField(b, clusterwire.CountFilter, uint64(c.Filter))
 		if c.Ad != "" {
-			b = protowire.AppendTag(b, countAd, protowire.BytesType)
+			b = protowire.AppendTag(b, clusterwire.CountAd, protowire.BytesType)
 			b = protowire.AppendString(b, c.Ad)
 		}
-		b = appendVarintField(b, countN, uint64(c.N))
+		b = appendVarintField(b, clusterwire.CountN, uint64(c.N))
 	}
 	return encodedPartial{seq: seq, minute: p.Minute, closes: p.Closes, counts: len(p.Counts), b: b}
 }
@@ -130,11 +117,11 @@ func (e encodedPartial) message() (*clusterv1.Partial, error) {
 
 // appendApplyRequest appends the encoding of an ApplyRequest carrying batch.
 func appendApplyRequest(b []byte, aggregator string, incarnation int64, batch []encodedPartial) []byte {
-	b = protowire.AppendTag(b, applyAggregator, protowire.BytesType)
+	b = protowire.AppendTag(b, clusterwire.ApplyAggregator, protowire.BytesType)
 	b = protowire.AppendString(b, aggregator)
-	b = appendVarintField(b, applyInc, uint64(incarnation))
+	b = appendVarintField(b, clusterwire.ApplyInc, uint64(incarnation))
 	for _, p := range batch {
-		b = protowire.AppendTag(b, applyPartials, protowire.BytesType)
+		b = protowire.AppendTag(b, clusterwire.ApplyPartials, protowire.BytesType)
 		b = protowire.AppendBytes(b, p.b)
 	}
 	return b

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	clusterv1 "github.com/adclick/adclick/gen/adclick/cluster/v1"
+	"github.com/adclick/adclick/pkg/clusterwire"
 	"github.com/adclick/adclick/pkg/grpcbuf"
 )
 
@@ -50,20 +51,6 @@ type applyScratch struct {
 }
 
 var applyScratchPool = sync.Pool{New: func() any { return new(applyScratch) }}
-
-// Field numbers of clusterv1.ApplyRequest, Partial and Count.
-const (
-	applyAggregatorField protowire.Number = 1
-	applyIncField        protowire.Number = 2
-	applyPartialsField   protowire.Number = 3
-	partialSeqField      protowire.Number = 1
-	partialMinuteField   protowire.Number = 2
-	partialClosesField   protowire.Number = 3
-	partialCountsField   protowire.Number = 4
-	countFilterField     protowire.Number = 1
-	countAdField         protowire.Number = 2
-	countNField          protowire.Number = 3
-)
 
 // fields calls fn for every field of the message b, with its value: a
 // varint, or the bytes of a length-delimited field; other wire types are
@@ -131,34 +118,34 @@ func parseApply(b []byte, sc *applyScratch) error {
 	var spans []span
 	err := fields(b, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 		switch {
-		case num == applyAggregatorField && typ == protowire.BytesType:
+		case num == clusterwire.ApplyAggregator && typ == protowire.BytesType:
 			s, err := wireString(bs)
 			req.aggregator = s
 			return err
-		case num == applyIncField && typ == protowire.VarintType:
+		case num == clusterwire.ApplyInc && typ == protowire.VarintType:
 			req.incarnation = int64(v)
-		case num == applyPartialsField && typ == protowire.BytesType:
+		case num == clusterwire.ApplyPartials && typ == protowire.BytesType:
 			p := wirePartial{}
 			from := len(sc.counts)
 			err := fields(bs, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 				switch {
-				case num == partialSeqField && typ == protowire.VarintType:
+				case num == clusterwire.PartialSequence && typ == protowire.VarintType:
 					p.seq = v
-				case num == partialMinuteField && typ == protowire.VarintType:
+				case num == clusterwire.PartialMinute && typ == protowire.VarintType:
 					p.minute = int64(v)
-				case num == partialClosesField && typ == protowire.VarintType:
+				case num == clusterwire.PartialCloses && typ == protowire.VarintType:
 					p.closes = v != 0
-				case num == partialCountsField && typ == protowire.BytesType:
+				case num == clusterwire.PartialCounts && typ == protowire.BytesType:
 					c := wireCount{}
 					if err := fields(bs, func(num protowire.Number, typ protowire.Type, v uint64, bs []byte) error {
 						switch {
-						case num == countFilterField && typ == protowire.VarintType:
+						case num == clusterwire.CountFilter && typ == protowire.VarintType:
 							c.filter = int64(v)
-						case num == countAdField && typ == protowire.BytesType:
+						case num == clusterwire.CountAd && typ == protowire.BytesType:
 							s, err := wireString(bs)
 							c.ad = s
 							return err
-						case num == countNField && typ == protowire.VarintType:
+						case num == clusterwire.CountN && typ == protowire.VarintType:
 							c.n = int64(v)
 						}
 						return nil

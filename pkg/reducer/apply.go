@@ -101,6 +101,7 @@ func (r *Reducer) apply(_ context.Context, req *applyReq) (*clusterv1.ApplyRespo
 			r.idx.Add(c.filter, m, c.ad, c.n)
 		}
 	}
+	r.fitLocked()
 	// id may alias the request, and assigning to a string key stores the
 	// new key even when it was there.
 	r.meta[strings.Clone(id)] = meta

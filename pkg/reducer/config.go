@@ -13,6 +13,12 @@ const (
 	// 1440 minutes) is answered from memory. Smaller values trade memory
 	// for Pebble scans on long windows; answers stay exact either way.
 	defaultRetainMinutes = 1440
+	// 256 MiB of counts (~9.6M (filter, minute, ad) counts at ~28 bytes):
+	// a day of minutes at a few thousand distinct ads a minute; at adclick
+	// dev's full speed (~2M a minute) about the last five minutes. It keeps
+	// the reducer's share of adclick dev's 512 MiB heap limit; a reducer
+	// of its own can be given more.
+	defaultRetainBytes = 256 << 20
 	// 400 days: a year of billing history plus a month to settle disputes;
 	// older minutes are deleted so the store does not grow without end.
 	defaultRetention = 400 * 24 * time.Hour
@@ -28,6 +34,10 @@ type Config struct {
 	// RetainMinutes is how many minutes before the current one are kept in
 	// memory for queries. Older minutes are answered from Pebble.
 	RetainMinutes int
+	// RetainBytes bounds the memory of those minutes' counts (an estimate,
+	// topn.Index.CountBytes): beyond it the oldest minutes leave memory
+	// early and are answered from Pebble too.
+	RetainBytes int64
 	// Retention is how long stored minutes are kept: older ones are
 	// deleted (about hourly), and partials for them are dropped on arrival.
 	Retention time.Duration
@@ -37,6 +47,8 @@ type Config struct {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.RetainMinutes, "retain-minutes", defaultRetainMinutes,
 		"minutes kept in memory for queries; longer windows are read from disk (exact, slower)")
+	fs.Int64Var(&c.RetainBytes, "retain-bytes", defaultRetainBytes,
+		"memory for the counts of the minutes kept in memory, at most (~28 bytes a count); beyond it the oldest minutes are read from disk instead (exact, slower)")
 	fs.DurationVar(&c.Retention, "retention", defaultRetention,
 		"how long stored minutes are kept; older ones are deleted and count 0 (at least 48h, and at least --retain-minutes)")
 }
@@ -59,6 +71,9 @@ func (c Config) Validate() error {
 	}
 	if c.RetainMinutes < 1 {
 		errs = append(errs, fmt.Errorf("--retain-minutes is %d; want >= 1", c.RetainMinutes))
+	}
+	if c.RetainBytes < 1 {
+		errs = append(errs, fmt.Errorf("--retain-bytes is %d; want >= 1 (memory for the counts of recent minutes)", c.RetainBytes))
 	}
 	if c.Retention < minRetention || c.Retention < time.Duration(c.RetainMinutes)*time.Minute {
 		errs = append(errs, fmt.Errorf("--retention is %s; want at least %s and at least --retain-minutes (%d minutes)", c.Retention, minRetention, c.RetainMinutes))

@@ -7,7 +7,8 @@
 // a request, the aggregator's new high-water sequence and its watermark are
 // committed in one synced Pebble batch (package store) before memory is
 // updated and before the answer, so a resend after any crash is a no-op and
-// a gap is refused. The last RetainMinutes minutes are also held in memory
+// a gap is refused. The last RetainMinutes minutes (fewer when their counts
+// would take more than RetainBytes: the oldest leave first) are also held in memory
 // (package topn, Threshold Algorithm over per-minute sorted lists, see its
 // doc) for exact, fast queries; the invariant is that every minute at or
 // after the memory floor is in memory exactly as in Pebble, and windows that

@@ -15,6 +15,8 @@ type metrics struct {
 	batchBytes       prometheus.Histogram
 	memoryMinutes    prometheus.Gauge
 	memoryEntries    prometheus.Gauge
+	memoryBytes      *prometheus.GaugeVec
+	minutesEvicted   prometheus.Counter
 	queryDuration    *prometheus.HistogramVec
 	queriesFromDisk  *prometheus.CounterVec
 	aggregatorsKnown prometheus.Gauge
@@ -63,6 +65,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		memoryEntries: f.NewGauge(prometheus.GaugeOpts{
 			Name: "adclick_reducer_memory_entries",
 			Help: "(filter, minute, ad) counts held in memory.",
+		}),
+		memoryBytes: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "adclick_reducer_memory_bytes",
+			Help: "Estimated heap of the in-memory minutes: part=counts (bounded by --retain-bytes), part=ads (every ad seen since start, ~60 bytes each).",
+		}, []string{"part"}),
+		minutesEvicted: f.NewCounter(prometheus.CounterOpts{
+			Name: "adclick_reducer_memory_minutes_evicted_total",
+			Help: "Minutes that left memory early because the counts held reached --retain-bytes; windows reaching them are read from disk.",
 		}),
 		queryDuration: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "adclick_reducer_query_duration_seconds",

@@ -105,7 +105,9 @@ func Open(cfg Config, deps Deps) (*Reducer, error) {
 	return r, nil
 }
 
-// load reads the aggregator metas and the retained minutes.
+// load reads the aggregator metas and the retained minutes, within
+// --retain-bytes as it goes: a store holding more than fits never holds
+// more than that (plus a minute) in memory, even while loading.
 func (r *Reducer) load() error {
 	meta, err := r.db.AggMetas()
 	if err != nil {
@@ -114,7 +116,11 @@ func (r *Reducer) load() error {
 	r.meta = meta
 	r.floor = r.floorAt()
 	err = r.db.ScanMinutes(-1, r.floor, math.MaxInt64, func(filter, minute int64, ad []byte, n int64) error {
+		if minute < r.floor {
+			return nil // the byte bound raised the floor past it meanwhile
+		}
 		r.idx.Add(filter, minute, string(ad), n)
+		r.fitLocked()
 		return nil
 	})
 	if err != nil {
@@ -126,7 +132,7 @@ func (r *Reducer) load() error {
 	return nil
 }
 
-// floorAt is the first minute to keep in memory now.
+// floorAt is the first minute to keep in memory now by --retain-minutes.
 func (r *Reducer) floorAt() int64 {
 	return clock.Minute(r.clk.Now()) - int64(r.cfg.RetainMinutes)*60
 }
@@ -139,9 +145,28 @@ func (r *Reducer) advanceLocked() {
 	}
 }
 
+// fitLocked keeps the counts in memory within --retain-bytes: while they
+// take more, the oldest minute held leaves memory (the floor moves past
+// it; Pebble has it all). The current minute and later ones stay, even
+// over the bound: without them every query would go to Pebble. Caller
+// holds mu (or is load, before anyone else sees r).
+func (r *Reducer) fitLocked() {
+	for r.idx.CountBytes() > r.cfg.RetainBytes {
+		oldest, ok := r.idx.OldestMinute()
+		if !ok || oldest >= clock.Minute(r.clk.Now()) {
+			return
+		}
+		r.idx.DropBefore(oldest + 60)
+		r.floor = max(r.floor, oldest+60)
+		r.m.minutesEvicted.Inc()
+	}
+}
+
 func (r *Reducer) updateGauges() {
 	r.m.memoryMinutes.Set(float64(r.idx.Minutes()))
 	r.m.memoryEntries.Set(float64(r.idx.Entries()))
+	r.m.memoryBytes.WithLabelValues("counts").Set(float64(r.idx.CountBytes()))
+	r.m.memoryBytes.WithLabelValues("ads").Set(float64(r.idx.AdBytes()))
 	r.m.aggregatorsKnown.Set(float64(len(r.meta)))
 }
 

@@ -38,6 +38,7 @@ type env struct {
 	members *fakeMembers
 	ring    *ringtest.Source
 	retain  int
+	bytes   int64 // --retain-bytes; 0: the default
 }
 
 // setMembers registers ms and founds the ring with them.
@@ -63,6 +64,9 @@ func (e *env) open(t *testing.T) *Reducer {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.NodeID, cfg.DataDir, cfg.RetainMinutes = "reducer-1", e.dir, e.retain
+	if e.bytes != 0 {
+		cfg.RetainBytes = e.bytes
+	}
 	r, err := Open(cfg, Deps{Clock: e.clk, Aggregators: e.members, Ring: e.ring, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -412,9 +416,26 @@ func (g groundTruth) top(filter int64, from, to int64, n int) []string {
 	return out
 }
 
+// TestQueriesMatchGroundTruth checks every query against the truth while
+// minutes leave memory, by --retain-minutes or by --retain-bytes (room for
+// ~200 counts, of the ~1,000 sent): windows reaching before the memory floor
+// are answered from Pebble, exactly the same.
 func TestQueriesMatchGroundTruth(t *testing.T) {
-	const retain = 8
+	for _, tc := range []struct {
+		name   string
+		retain int
+		bytes  int64
+	}{
+		{"retain-minutes", 8, 0},
+		{"retain-bytes", 1440, 200 * 28}, // topn estimates 28 bytes a count
+	} {
+		t.Run(tc.name, func(t *testing.T) { testQueriesMatchGroundTruth(t, tc.retain, tc.bytes) })
+	}
+}
+
+func testQueriesMatchGroundTruth(t *testing.T, retain int, bytes int64) {
 	e := newEnv(t, retain)
+	e.bytes = bytes
 	r := e.open(t)
 	rng := rand.New(rand.NewPCG(42, 1))
 	truth := groundTruth{}
@@ -440,8 +461,19 @@ func TestQueriesMatchGroundTruth(t *testing.T) {
 		}
 		return ps
 	}
+	evicted := false
 	check := func(t *testing.T, r *Reducer) {
 		t.Helper()
+		if bytes > 0 {
+			r.mu.RLock()
+			held, floor := r.idx.CountBytes(), r.floor
+			oldest, _ := r.idx.OldestMinute()
+			r.mu.RUnlock()
+			if held > bytes && oldest < clock.Minute(e.clk.Now()) {
+				t.Fatalf("counts in memory take %d bytes, over --retain-bytes %d, holding minute %d before the current one", held, bytes, oldest)
+			}
+			evicted = evicted || floor > first
+		}
 		for f := int64(0); f < 2; f++ {
 			for to := first; to <= m0+120; to += 60 * int64(1+rng.IntN(3)) {
 				for _, w := range []int32{1, 3, 7, 15, minutes + 2} {
@@ -471,4 +503,7 @@ func TestQueriesMatchGroundTruth(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(t, e.open(t))
+	if bytes > 0 && !evicted {
+		t.Fatalf("no minute left memory for --retain-bytes %d: the test did not exercise the bound", bytes)
+	}
 }

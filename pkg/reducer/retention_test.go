@@ -74,4 +74,9 @@ func TestRetentionValidate(t *testing.T) {
 			t.Errorf("--retention %s with --retain-minutes %d: %v; want an error naming --retention", c.retention, c.retain, err)
 		}
 	}
+	cfg = DefaultConfig()
+	cfg.NodeID, cfg.DataDir, cfg.RetainBytes = "r", "d", 0
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--retain-bytes") {
+		t.Errorf("--retain-bytes 0: %v; want an error naming --retain-bytes", err)
+	}
 }

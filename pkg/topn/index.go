@@ -145,6 +145,37 @@ func (x *Index) Minutes() int {
 // Entries is the number of (filter, minute, ad) counts held.
 func (x *Index) Entries() int { return x.entries }
 
+// Memory an entry and an interned ad take on the heap, measured (Go 1.26,
+// amd64) over 2M ads in a minute and 1M more entries in each of four more,
+// with every minute's sorted list built: ~19.4 bytes of hash map and 8 of
+// sorted list per entry, ~60 bytes per ad (ids map, location, bytes).
+const (
+	entryBytes = 28
+	adBytes    = 60
+)
+
+// CountBytes estimates the heap the counts take (entries, their maps and
+// sorted lists): what DropBefore frees.
+func (x *Index) CountBytes() int64 { return int64(x.entries) * entryBytes }
+
+// AdBytes estimates the heap the interned ads take: every ad seen since
+// the index was made, kept when its minutes are dropped.
+func (x *Index) AdBytes() int64 { return int64(x.names.len()) * adBytes }
+
+// OldestMinute is the earliest minute any filter holds, false when the
+// index holds none.
+func (x *Index) OldestMinute() (int64, bool) {
+	oldest, ok := int64(0), false
+	for _, minutes := range x.filters {
+		for m := range minutes {
+			if !ok || m < oldest {
+				oldest, ok = m, true
+			}
+		}
+	}
+	return oldest, ok
+}
+
 // window returns the buckets of filter for minutes in [from, to).
 func (x *Index) window(dst []*bucket, filter, from, to int64) []*bucket {
 	minutes := x.filters[filter]

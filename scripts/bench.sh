@@ -42,9 +42,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 echo "== build"
 mkdir -p bin
@@ -52,9 +49,9 @@ $GO build -o bin/ ./cmd/router ./cmd/aggregator ./cmd/reducer ./cmd/adclick
 
 start_dev() { # data dir name, extra dev flags...
 	local data=$1; shift
-	grpc_port=$(free_port); http_port=$(free_port); etcd_port=$(free_port)
-	target=127.0.0.1:$grpc_port
-	dev_cmd="bin/adclick dev --data-dir $work/$data --grpc-addr $target --http-addr 127.0.0.1:$http_port --etcd-addr 127.0.0.1:$etcd_port${*:+ $*}"
+	# Port 0 everywhere, the router's address read back from the log: a
+	# port picked free beforehand can be taken before dev binds it.
+	dev_cmd="bin/adclick dev --data-dir $work/$data --grpc-addr 127.0.0.1:0 --http-addr 127.0.0.1:0 --etcd-addr 127.0.0.1:0${*:+ $*}"
 	echo "== start: $dev_cmd"
 	$dev_cmd >"$work/$data.log" 2>&1 &
 	dev_pid=$!
@@ -64,6 +61,7 @@ start_dev() { # data dir name, extra dev flags...
 		sleep 0.2
 	done
 	grep -q "cluster running" "$work/$data.log" || { cat "$work/$data.log"; echo "adclick dev did not start in 60 s"; exit 1; }
+	target=$(awk '$1 == "router" && $2 == "gRPC" {print $3; exit}' "$work/$data.log")
 }
 stop_dev() {
 	echo "== stop cluster"

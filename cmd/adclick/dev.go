@@ -9,11 +9,13 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strconv"
 	"syscall"
 	"time"
 
 	"github.com/adclick/adclick/pkg/flagenv"
 	"github.com/adclick/adclick/pkg/node"
+	"github.com/adclick/adclick/pkg/reducer"
 )
 
 // devMemoryLimit is adclick dev's soft limit of the Go heap unless
@@ -39,6 +41,11 @@ func runDev(args []string) int {
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof on every node's HTTP address")
 	cfg.Aggregator.RegisterFlags(fs)
 	cfg.Reducer.RegisterFlags(fs)
+	// The reducer's recent minutes share the dev process's heap limit
+	// with everything else: a smaller default.
+	retain := fs.Lookup("retain-bytes")
+	retain.DefValue = strconv.Itoa(reducer.DevRetainBytes)
+	_ = retain.Value.Set(retain.DefValue)
 	cfg.Router.RegisterFlags(fs)
 	logLevel := node.LogLevelFlag(fs)
 	if err := flagenv.Parse(fs, args); err != nil {

@@ -13,12 +13,16 @@ const (
 	// 1440 minutes) is answered from memory. Smaller values trade memory
 	// for Pebble scans on long windows; answers stay exact either way.
 	defaultRetainMinutes = 1440
-	// 256 MiB of counts (~9.6M (filter, minute, ad) counts at ~28 bytes):
-	// a day of minutes at a few thousand distinct ads a minute; at adclick
-	// dev's full speed (~2M a minute) about the last five minutes. It keeps
-	// the reducer's share of adclick dev's 512 MiB heap limit; a reducer
-	// of its own can be given more.
-	defaultRetainBytes = 256 << 20
+	// 1 GiB of counts (~38M (filter, minute, ad) counts at ~28 bytes): a
+	// day of minutes at ~25k distinct ads a minute, the last ~30 minutes
+	// at adclick dev's full speed (~1.3M a minute). With the GC's headroom
+	// (GOGC=100: the heap may reach twice what is live) and the ads
+	// themselves it fits the chart's 4 GiB limit. adclick dev, whose nodes
+	// share one 512 MiB heap limit, sets DevRetainBytes instead.
+	defaultRetainBytes = 1 << 30
+	// DevRetainBytes is --retain-bytes in adclick dev: about five minutes
+	// of counts at its full speed.
+	DevRetainBytes = 256 << 20
 	// 400 days: a year of billing history plus a month to settle disputes;
 	// older minutes are deleted so the store does not grow without end.
 	defaultRetention = 400 * 24 * time.Hour

@@ -45,14 +45,16 @@ func Start(dir, addr string, log *slog.Logger) (*Server, error) {
 }
 
 // takenMeanwhile reports whether err is etcd failing to bind a port that
-// start picked itself (not the one the caller asked for).
+// start picked itself (not the one the caller asked for). Ports are
+// compared, not addresses: "localhost:2379" fails as 127.0.0.1:2379.
 func takenMeanwhile(err error, asked string) bool {
 	var op *net.OpError
 	if !errors.As(err, &op) || !errors.Is(err, syscall.EADDRINUSE) || op.Addr == nil {
 		return false
 	}
 	_, port, _ := net.SplitHostPort(asked)
-	return port == "0" || op.Addr.String() != asked
+	_, failed, _ := net.SplitHostPort(op.Addr.String())
+	return port == "0" || failed != port
 }
 
 // start is one try of Start.

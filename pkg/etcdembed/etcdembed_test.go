@@ -48,6 +48,10 @@ func TestAddressInUse(t *testing.T) {
 	if takenMeanwhile(err, busy) {
 		t.Errorf("the caller's own address in use counted as a picked port taken meanwhile: %v", err)
 	}
+	_, port, _ := net.SplitHostPort(busy)
+	if takenMeanwhile(err, "localhost:"+port) {
+		t.Errorf("the caller's own port, named by host name, counted as a picked port taken meanwhile: %v", err)
+	}
 	if !takenMeanwhile(err, "127.0.0.1:0") {
 		t.Errorf("a picked client port taken meanwhile not recognised: %v", err)
 	}
